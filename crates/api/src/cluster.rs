@@ -1,0 +1,130 @@
+//! Cluster and ClusterGroup: the downstream clusters and named sets of them.
+
+use crate::summary::BundleSummary;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube_derive::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// At most this many names in [`ClusterGroupStatus::non_ready_clusters`].
+pub const MAX_NON_READY_CLUSTERS: usize = 10;
+
+/// One downstream cluster. Its labels drive targeting.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "flotilla.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    status = "ClusterStatus",
+    category = "flotilla",
+    doc = "One downstream cluster; its labels drive targeting.",
+    crates(kube_core = "::kube_core"),
+    printcolumn = r#"{"name":"Bundles-Ready","type":"string","jsonPath":".status.display.readyBundles"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.display.state"}"#,
+    printcolumn = r#"{"name":"Last-Seen","type":"date","jsonPath":".status.agent.lastSeen"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","priority":1,"jsonPath":".status.namespace"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Stop deploying to this cluster; its BundleDeployments stay as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// A Secret (key `value`) holding a kubeconfig for the cluster. When set,
+    /// the controller runs this cluster's agent in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config_secret: Option<String>,
+    /// Namespace of `kubeConfigSecret`; defaults to the Cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config_secret_namespace: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The namespace of the management cluster that holds this cluster's
+    /// BundleDeployments.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default)]
+    pub agent: AgentStatus,
+    #[serde(default)]
+    pub summary: BundleSummary,
+    #[serde(default)]
+    pub display: ClusterDisplay,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// When the agent last reported. Written at the agent's contact interval;
+    /// the only periodic write in the system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDisplay {
+    /// "ready/desired" bundles on this cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready_bundles: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+}
+
+/// A named set of clusters, chosen by a label selector. A null selector
+/// selects nothing; `{}` selects every cluster of the namespace.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "flotilla.dev",
+    version = "v1alpha1",
+    kind = "ClusterGroup",
+    namespaced,
+    status = "ClusterGroupStatus",
+    category = "flotilla",
+    doc = "A named set of clusters, chosen by a label selector.",
+    crates(kube_core = "::kube_core"),
+    printcolumn = r#"{"name":"Clusters-Ready","type":"string","jsonPath":".status.display.readyClusters"}"#,
+    printcolumn = r#"{"name":"Bundles-Ready","type":"string","jsonPath":".status.display.readyBundles"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.display.state"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterGroupSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterGroupStatus {
+    #[serde(default)]
+    pub cluster_count: u32,
+    #[serde(default)]
+    pub non_ready_cluster_count: u32,
+    /// Bounded by [`MAX_NON_READY_CLUSTERS`], sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub non_ready_clusters: Vec<String>,
+    #[serde(default)]
+    pub summary: BundleSummary,
+    #[serde(default)]
+    pub display: ClusterGroupDisplay,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterGroupDisplay {
+    /// "ready/total" clusters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready_clusters: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready_bundles: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+}

@@ -1,0 +1,11 @@
+//! The `flotilla` binary. Argument parsing and wiring live in [`cli`].
+
+#![deny(warnings, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod cli;
+mod crds;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}
