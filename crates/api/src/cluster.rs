@@ -128,3 +128,42 @@ pub struct ClusterGroupDisplay {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample fleet under `testdata/` is what `flotilla plan --clusters`
+    /// reads; every document must parse into its typed kind.
+    #[test]
+    fn sample_fleet_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/clusters.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let (mut clusters, mut groups) = (Vec::new(), Vec::new());
+        for doc in docs {
+            match doc["kind"].as_str() {
+                Some("Cluster") => clusters.push(serde_json::from_value::<Cluster>(doc).unwrap()),
+                Some("ClusterGroup") => {
+                    groups.push(serde_json::from_value::<ClusterGroup>(doc).unwrap())
+                }
+                other => panic!("unexpected kind {other:?}"),
+            }
+        }
+        assert_eq!(clusters.len(), 4);
+        assert_eq!(groups.len(), 2);
+        let default = groups
+            .iter()
+            .find(|g| g.metadata.name.as_deref() == Some("default"));
+        assert_eq!(
+            default.unwrap().spec.selector,
+            Some(LabelSelector::default()),
+            "`selector: {{}}` must survive as an empty selector"
+        );
+        let prod_us = &clusters[3];
+        assert_eq!(
+            prod_us.metadata.labels.as_ref().unwrap()["region"],
+            "us-east-1"
+        );
+    }
+}
