@@ -10,7 +10,7 @@
 
 use crate::TargetError;
 use crate::criteria::{ClusterFacts, CompiledCriteria, Criterion};
-use flotilla_api::{BundleSpec, TargetCustomizationMode};
+use flotilla_api::{BundleSpec, TargetCriteria, TargetCustomizationMode};
 use std::hash::{Hash, Hasher};
 
 #[derive(Clone, Debug)]
@@ -45,55 +45,25 @@ pub struct Verdict {
 
 impl CompiledBundle {
     pub fn compile(spec: &BundleSpec) -> Result<Self, TargetError> {
-        let targets = spec
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Ok(Entry {
-                    name: t.name.clone(),
-                    criteria: CompiledCriteria::compile(&t.criteria, &format!("targets[{i}]"))?,
-                    do_not_deploy: t.do_not_deploy,
-                    fingerprint: 0,
-                })
-            })
-            .collect::<Result<_, TargetError>>()?;
-        let restrictions = spec
-            .target_restrictions
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Ok(Entry {
-                    name: t.name.clone(),
-                    criteria: CompiledCriteria::compile(
-                        &t.criteria,
-                        &format!("targetRestrictions[{i}]"),
-                    )?,
-                    do_not_deploy: false,
-                    fingerprint: 0,
-                })
-            })
-            .collect::<Result<_, TargetError>>()?;
-        let customizations = spec
-            .target_customizations
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                Ok(Entry {
-                    name: c.name.clone(),
-                    criteria: CompiledCriteria::compile(
-                        &c.criteria,
-                        &format!("targetCustomizations[{i}]"),
-                    )?,
-                    do_not_deploy: c.do_not_deploy,
-                    fingerprint: fingerprint_json(c),
-                })
-            })
-            .collect::<Result<_, TargetError>>()?;
         Ok(CompiledBundle {
-            targets,
-            restrictions,
-            customizations,
+            targets: compile_entries(
+                "targets",
+                spec.targets
+                    .iter()
+                    .map(|t| (&t.name, &t.criteria, t.do_not_deploy, 0)),
+            )?,
+            restrictions: compile_entries(
+                "targetRestrictions",
+                spec.target_restrictions
+                    .iter()
+                    .map(|t| (&t.name, &t.criteria, false, 0)),
+            )?,
+            customizations: compile_entries(
+                "targetCustomizations",
+                spec.target_customizations
+                    .iter()
+                    .map(|c| (&c.name, &c.criteria, c.do_not_deploy, fingerprint_json(c))),
+            )?,
             mode: spec.target_customization_mode,
             source_fingerprint: targeting_fingerprint(spec),
         })
@@ -256,6 +226,24 @@ impl Explanation {
     pub fn deploys(&self) -> bool {
         matches!(self.decision, Decision::Deploy { .. })
     }
+}
+
+/// Compiles a list of entries; errors name the list and the index.
+fn compile_entries<'a>(
+    list: &str,
+    entries: impl Iterator<Item = (&'a Option<String>, &'a TargetCriteria, bool, u64)>,
+) -> Result<Vec<Entry>, TargetError> {
+    entries
+        .enumerate()
+        .map(|(i, (name, criteria, do_not_deploy, fingerprint))| {
+            Ok(Entry {
+                name: name.clone(),
+                criteria: CompiledCriteria::compile(criteria, &format!("{list}[{i}]"))?,
+                do_not_deploy,
+                fingerprint,
+            })
+        })
+        .collect()
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
