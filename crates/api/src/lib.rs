@@ -43,5 +43,6 @@ pub use target::{
 /// Re-exported so that dependents use the exact versions the types use.
 pub use k8s_openapi;
 pub use kube_core;
+pub use schemars;
 pub use serde;
 pub use serde_json;
