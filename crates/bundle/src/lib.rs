@@ -7,12 +7,25 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod compile;
+pub mod content;
 pub mod error;
 pub mod fleetyaml;
 pub mod ignore;
 pub mod load;
+pub mod name;
+pub mod patch;
+pub mod render;
+pub mod tools;
 pub mod tree;
 pub mod yaml;
 
+pub use compile::{BundleKind, CompileInput, CompiledBundle, Limits, compile_repo};
+pub use content::{BundleContent, deployment_id};
 pub use error::{BundleError, Result};
+pub use render::{RenderInput, render};
+pub use tools::Tools;
 pub use tree::RepoTree;
+
+#[cfg(test)]
+mod tests;

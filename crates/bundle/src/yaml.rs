@@ -27,17 +27,24 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> BundleError {
     let line = e.location().map(|l| l.line() as usize).unwrap_or(0);
     // The rendered error carries a source snippet; the first line is the
     // message itself.
-    let message = e
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let message = strip_location(e.to_string().lines().next().unwrap_or_default().trim());
     BundleError::InvalidYaml {
         file: file.to_owned(),
         line,
         message,
+    }
+}
+
+/// "error: line 5 column 5: what" -> "column 5: what": the line is
+/// reported separately.
+fn strip_location(message: &str) -> String {
+    let m = message.strip_prefix("error: ").unwrap_or(message);
+    match m
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(' '))
+    {
+        Some((_, rest)) => rest.to_owned(),
+        None => m.to_owned(),
     }
 }
 

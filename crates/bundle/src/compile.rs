@@ -1,0 +1,363 @@
+//! A repository tree and a GitRepo's paths become bundles, as Fleet would
+//! make them:
+//! - each path is scanned on its own; globs select directories;
+//! - a path is a bundle; every directory below it holding a `fleet.yaml`
+//!   is a bundle of its own, and its files leave the parent bundle;
+//! - a bundle is a Helm chart (a `Chart.yaml` or `helm.chart`), a kustomize
+//!   directory (a `kustomization.yaml` or `kustomize.dir`), or raw YAML and
+//!   JSON manifests (other files are skipped);
+//! - `.fleetignore` removes files and directories.
+
+use crate::content::BundleContent;
+use crate::error::{BundleError, Result};
+use crate::fleetyaml::{self, FleetYaml};
+use crate::ignore::{self, FleetIgnore, glob_match};
+use crate::name::bundle_name;
+use crate::tree::{RepoTree, parent, safe_path};
+use crate::yaml::parse_documents;
+use flotilla_api::{BundleSpec, BundleTarget, GitTarget, keys};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Size limits; etcd refuses large objects, so refuse them here first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    pub max_bundle_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 1 << 20,
+            max_bundle_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CompileInput<'a> {
+    /// The GitRepo's name: bundle names start with it.
+    pub repo_name: &'a str,
+    /// The GitRepo's paths; empty means the repository root.
+    pub paths: &'a [String],
+    /// The targets bundles get unless their `fleet.yaml` overrides them.
+    pub targets: &'a [GitTarget],
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleKind {
+    Raw,
+    Kustomize,
+    Helm,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompiledBundle {
+    pub name: String,
+    /// The bundle's directory in the repository ("" for the root).
+    pub dir: String,
+    pub kind: BundleKind,
+    pub labels: BTreeMap<String, String>,
+    pub spec: BundleSpec,
+    pub content: BundleContent,
+    pub warnings: Vec<String>,
+}
+
+/// Compiles every bundle of the tree. One broken bundle fails the whole
+/// compile, so a commit is deployed entirely or not at all.
+pub fn compile_repo(tree: &RepoTree, input: &CompileInput<'_>) -> Result<Vec<CompiledBundle>> {
+    let ignore = FleetIgnore::from_tree(tree);
+    let dirs = discover(tree, input.paths, &ignore)?;
+    let all_dirs: BTreeSet<String> = dirs.iter().cloned().collect();
+    let mut bundles = Vec::with_capacity(dirs.len());
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for dir in &dirs {
+        let nested: Vec<&str> = all_dirs
+            .iter()
+            .filter(|d| is_under(d, dir) && *d != dir)
+            .map(String::as_str)
+            .collect();
+        let Some(bundle) = compile_dir(tree, dir, &nested, &ignore, input)? else {
+            continue;
+        };
+        if let Some(other) = names.insert(bundle.name.clone(), dir.clone()) {
+            return Err(BundleError::InvalidPath {
+                path: display_dir(dir),
+                message: format!(
+                    "bundle name {:?} is also used by {}",
+                    bundle.name,
+                    display_dir(&other)
+                ),
+            });
+        }
+        bundles.push(bundle);
+    }
+    Ok(bundles)
+}
+
+/// The bundle directories of the given paths, sorted.
+pub fn discover(tree: &RepoTree, paths: &[String], ignore: &FleetIgnore) -> Result<Vec<String>> {
+    let dirs = directories(tree);
+    let mut roots = BTreeSet::new();
+    let root_only = [String::from(".")];
+    let paths = if paths.is_empty() {
+        &root_only[..]
+    } else {
+        paths
+    };
+    for path in paths {
+        let normalized = safe_path("", path.trim_start_matches('/'), "path")?;
+        if normalized.contains(['*', '?', '[']) {
+            let matched: Vec<&String> =
+                dirs.iter().filter(|d| glob_match(&normalized, d)).collect();
+            if matched.is_empty() {
+                return Err(BundleError::InvalidPath {
+                    path: path.clone(),
+                    message: "the glob matches no directory of the repository".into(),
+                });
+            }
+            roots.extend(matched.into_iter().cloned());
+        } else if dirs.contains(&normalized) {
+            roots.insert(normalized);
+        } else {
+            return Err(BundleError::InvalidPath {
+                path: path.clone(),
+                message: "no such directory in the repository".into(),
+            });
+        }
+    }
+    let mut out = BTreeSet::new();
+    for root in roots {
+        for (p, _) in tree.entries_under(&root) {
+            let is_fleet_yaml = p.rsplit('/').next() == Some(fleetyaml::FILE_NAME);
+            if is_fleet_yaml && !ignore.is_ignored(p, false) {
+                out.insert(parent(p).to_owned());
+            }
+        }
+        out.insert(root);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Every directory of the tree, the root as "".
+fn directories(tree: &RepoTree) -> BTreeSet<String> {
+    let mut dirs = BTreeSet::from([String::new()]);
+    for p in tree.paths() {
+        let mut d = parent(p);
+        while !d.is_empty() && dirs.insert(d.to_owned()) {
+            d = parent(d);
+        }
+    }
+    dirs
+}
+
+fn is_under(path: &str, dir: &str) -> bool {
+    dir.is_empty() || path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+fn display_dir(dir: &str) -> String {
+    if dir.is_empty() {
+        "/".into()
+    } else {
+        dir.to_owned()
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Compiles one bundle directory. Returns `None` for a path without a
+/// `fleet.yaml` whose files all belong to nested bundles.
+pub fn compile_dir(
+    tree: &RepoTree,
+    dir: &str,
+    nested: &[&str],
+    ignore: &FleetIgnore,
+    input: &CompileInput<'_>,
+) -> Result<Option<CompiledBundle>> {
+    let fleet_path = join(dir, fleetyaml::FILE_NAME);
+    let mut warnings = Vec::new();
+    let has_fleet_yaml = !ignore.is_ignored(&fleet_path, false) && tree.contains(&fleet_path);
+    let fleet: FleetYaml = if has_fleet_yaml {
+        let bytes = tree.read(&fleet_path)?.unwrap_or_default();
+        let parsed = fleetyaml::parse(&fleet_path, &String::from_utf8_lossy(bytes))?;
+        warnings.extend(parsed.warnings);
+        parsed.fleet
+    } else {
+        FleetYaml::default()
+    };
+
+    let kind = crate::render::detect_kind(&fleet.options, |f| tree.contains(&join(dir, f)));
+
+    let mut content = BundleContent::default();
+    for (path, _) in tree.entries_under(dir) {
+        if nested.iter().any(|n| is_under(path, n)) || ignore.is_ignored(path, false) {
+            continue;
+        }
+        let rel = if dir.is_empty() {
+            path
+        } else {
+            &path[dir.len() + 1..]
+        };
+        let file_name = rel.rsplit('/').next().unwrap_or(rel);
+        if rel == fleetyaml::FILE_NAME || file_name == ignore::FILE_NAME {
+            continue;
+        }
+        if kind == BundleKind::Raw && !is_manifest_file(rel) {
+            continue;
+        }
+        let Some(bytes) = tree.read(path)? else {
+            warnings.push(format!("{path}: dangling symlink skipped"));
+            continue;
+        };
+        if bytes.len() > input.limits.max_manifest_bytes {
+            return Err(BundleError::ManifestTooLarge {
+                path: path.to_owned(),
+                size: bytes.len(),
+                limit: input.limits.max_manifest_bytes,
+            });
+        }
+        if kind == BundleKind::Raw {
+            check_manifests(path, bytes, &mut warnings)?;
+        }
+        content.files.insert(rel.to_owned(), bytes.to_vec());
+    }
+
+    let name = match &fleet.name {
+        Some(n) => n.clone(),
+        None => bundle_name(input.repo_name, dir),
+    };
+    if content.files.is_empty() && !has_fleet_yaml && !nested.is_empty() {
+        return Ok(None);
+    }
+    if content.total_bytes() > input.limits.max_bundle_bytes {
+        return Err(BundleError::BundleTooLarge {
+            bundle: name,
+            size: content.total_bytes(),
+            limit: input.limits.max_bundle_bytes,
+        });
+    }
+    check_references(&fleet, &content, &fleet_path, kind)?;
+
+    let mut labels = fleet.labels.clone();
+    labels.insert(keys::REPO_NAME.to_owned(), input.repo_name.to_owned());
+    let targets: Vec<BundleTarget> = if fleet.override_targets.is_empty() {
+        input.targets.iter().map(Into::into).collect()
+    } else {
+        fleet.override_targets.iter().map(Into::into).collect()
+    };
+    let spec = BundleSpec {
+        options: fleet.options,
+        content_id: content.content_id(),
+        paused: fleet.paused,
+        rollout_strategy: fleet.rollout_strategy,
+        targets,
+        target_restrictions: Vec::new(),
+        target_customizations: fleet.target_customizations,
+        target_customization_mode: fleet.target_customization_mode,
+        depends_on: fleet.depends_on,
+    };
+    Ok(Some(CompiledBundle {
+        name,
+        dir: dir.to_owned(),
+        kind,
+        labels,
+        spec,
+        content,
+        warnings,
+    }))
+}
+
+pub fn is_manifest_file(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json")
+}
+
+/// Raw manifests must parse; documents that are not Kubernetes objects are
+/// skipped with a warning.
+fn check_manifests(path: &str, bytes: &[u8], warnings: &mut Vec<String>) -> Result<()> {
+    let text = std::str::from_utf8(bytes).map_err(|_| BundleError::InvalidManifest {
+        file: path.to_owned(),
+        message: "not UTF-8 text".into(),
+    })?;
+    // Overlay patches may be partial objects; they are checked when applied.
+    if path.split('/').any(|seg| seg == "overlays") {
+        parse_documents(path, text)?;
+        return Ok(());
+    }
+    for (i, doc) in parse_documents(path, text)?.iter().enumerate() {
+        if doc.get("apiVersion").and_then(|v| v.as_str()).is_none()
+            || doc.get("kind").and_then(|v| v.as_str()).is_none()
+        {
+            warnings.push(format!(
+                "{path}: document {} has no apiVersion and kind; skipped",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Paths that `fleet.yaml` names must exist inside the bundle.
+fn check_references(
+    fleet: &FleetYaml,
+    content: &BundleContent,
+    fleet_path: &str,
+    kind: BundleKind,
+) -> Result<()> {
+    let missing = |field: &str, path: &str, what: &str| BundleError::InvalidField {
+        file: fleet_path.to_owned(),
+        field: field.to_owned(),
+        message: format!("{path:?}: {what}"),
+    };
+    let has_dir = |d: &str| d.is_empty() || content.files.keys().any(|f| is_under(f, d));
+    if let Some(dir) = fleet
+        .options
+        .kustomize
+        .as_ref()
+        .and_then(|k| k.dir.as_deref())
+    {
+        let d = safe_path("", dir, "kustomize.dir")?;
+        if kind == BundleKind::Kustomize && !has_dir(&d) {
+            return Err(missing(
+                "kustomize.dir",
+                dir,
+                "no such directory in the bundle",
+            ));
+        }
+    }
+    if let Some(helm) = &fleet.options.helm {
+        if let Some(chart) = helm.chart.as_deref()
+            && helm.repo.is_none()
+            && !chart.contains("://")
+        {
+            let d = safe_path("", chart, "helm.chart")?;
+            if !content.files.contains_key(&join(&d, "Chart.yaml"))
+                && !content.files.contains_key(&d)
+            {
+                return Err(missing(
+                    "helm.chart",
+                    chart,
+                    "no Chart.yaml there in the bundle",
+                ));
+            }
+        }
+        for (i, f) in helm.values_files.iter().enumerate() {
+            let p = safe_path("", f, "helm.valuesFiles")?;
+            if !content.files.contains_key(&p) {
+                return Err(missing(
+                    &format!("helm.valuesFiles[{i}]"),
+                    f,
+                    "no such file in the bundle",
+                ));
+            }
+        }
+    }
+    Ok(())
+}

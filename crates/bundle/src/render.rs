@@ -1,0 +1,347 @@
+//! Rendering one bundle for one cluster: the options after customization
+//! in, the exact manifests that cluster receives out.
+//!
+//! - Raw YAML: every manifest file, with `yaml.overlays` applied in order.
+//! - Kustomize: `kubectl kustomize` on `kustomize.dir` (or the root).
+//! - Helm: `helm template` on the local chart or `helm.repo`/`helm.chart`.
+//!
+//! Then, for every object: `namespace` forces the namespace of namespaced
+//! kinds (a cluster-scoped object is refused, as in Fleet); otherwise
+//! `defaultNamespace` fills in namespaced kinds that name none, and
+//! cluster-scoped kinds stay as they are; the bundle's labels and
+//! annotations are added.
+
+use crate::compile::{BundleKind, is_manifest_file};
+use crate::content::BundleContent;
+use crate::error::{BundleError, Result};
+use crate::patch::{json_patch, merge_patch};
+use crate::tools::{Scratch, Tools, run};
+use crate::yaml::parse_documents;
+use flotilla_api::BundleDeploymentOptions;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct RenderInput<'a> {
+    pub content: &'a BundleContent,
+    /// This cluster's options, customizations applied.
+    pub options: &'a BundleDeploymentOptions,
+    /// Used as the Helm release name when `helm.releaseName` is unset.
+    pub bundle_name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
+    /// Kinds known to be cluster-scoped beyond the built-in ones, as
+    /// (API group, kind); the agent adds these from discovery.
+    pub cluster_scoped: &'a BTreeSet<(String, String)>,
+    pub tools: &'a Tools,
+}
+
+/// Built-in cluster-scoped kinds, by (API group, kind).
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("", "ComponentStatus"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("networking.k8s.io", "IngressClass"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("flotilla.dev", "Content"),
+];
+
+/// Which renderer a bundle's files call for.
+pub fn detect_kind(
+    options: &BundleDeploymentOptions,
+    has_root_file: impl Fn(&str) -> bool,
+) -> BundleKind {
+    if options.helm.as_ref().is_some_and(|h| h.chart.is_some()) || has_root_file("Chart.yaml") {
+        BundleKind::Helm
+    } else if options.kustomize.as_ref().is_some_and(|k| k.dir.is_some())
+        || ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+            .iter()
+            .any(|f| has_root_file(f))
+    {
+        BundleKind::Kustomize
+    } else {
+        BundleKind::Raw
+    }
+}
+
+pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    let kind = detect_kind(input.options, |f| input.content.files.contains_key(f));
+    let objects = match kind {
+        BundleKind::Raw => render_raw(input.content, input.options)?,
+        BundleKind::Kustomize => render_kustomize(input)?,
+        BundleKind::Helm => render_helm(input)?,
+    };
+    post_process(objects, input)
+}
+
+fn render_raw(content: &BundleContent, options: &BundleDeploymentOptions) -> Result<Vec<Value>> {
+    let mut files: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (path, bytes) in &content.files {
+        if path.starts_with("overlays/") || !is_manifest_file(path) {
+            continue;
+        }
+        files.insert(path.clone(), parse_file(path, bytes)?);
+    }
+    for overlay in options.yaml.iter().flat_map(|y| &y.overlays) {
+        apply_overlay(content, overlay, &mut files)?;
+    }
+    Ok(files.into_values().flatten().collect())
+}
+
+fn parse_file(path: &str, bytes: &[u8]) -> Result<Vec<Value>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| BundleError::InvalidManifest {
+        file: path.to_owned(),
+        message: "not UTF-8 text".into(),
+    })?;
+    parse_documents(path, text)
+}
+
+/// Fleet's overlays: `overlays/<name>/x.yaml` replaces or adds `x.yaml`;
+/// `overlays/<name>/x_patch.yaml` patches it (a list is a JSON patch, a
+/// mapping a merge patch).
+fn apply_overlay(
+    content: &BundleContent,
+    overlay: &str,
+    files: &mut BTreeMap<String, Vec<Value>>,
+) -> Result<()> {
+    let prefix = format!("overlays/{overlay}/");
+    let err = |message: String| BundleError::Overlay {
+        overlay: overlay.to_owned(),
+        message,
+    };
+    let mut found = false;
+    for (path, bytes) in content.files.range(prefix.clone()..) {
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        found = true;
+        if !is_manifest_file(rel) {
+            continue;
+        }
+        let docs = parse_file(path, bytes)?;
+        if let Some(target) = rel
+            .contains("_patch.")
+            .then(|| rel.replacen("_patch.", ".", 1))
+        {
+            let base = files.get_mut(&target).ok_or_else(|| {
+                err(format!(
+                    "{path} patches {target}, which the bundle does not have"
+                ))
+            })?;
+            for patch in &docs {
+                for doc in base.iter_mut() {
+                    match patch {
+                        Value::Array(ops) => {
+                            json_patch(doc, ops).map_err(|e| err(format!("{path}: {e}")))?
+                        }
+                        Value::Object(_) => merge_patch(doc, patch),
+                        _ => return Err(err(format!("{path}: a patch is a mapping or a list"))),
+                    }
+                }
+            }
+        } else {
+            files.insert(rel.to_owned(), docs);
+        }
+    }
+    if !found {
+        return Err(err(format!(
+            "the bundle has no overlays/{overlay} directory"
+        )));
+    }
+    Ok(())
+}
+
+fn render_kustomize(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    let scratch = Scratch::write(input.content)?;
+    let dir = input
+        .options
+        .kustomize
+        .as_ref()
+        .and_then(|k| k.dir.as_deref())
+        .map(|d| crate::tree::safe_path("", d, "kustomize.dir"))
+        .transpose()?
+        .unwrap_or_default();
+    let target = scratch.dir.join(&dir);
+    let out = run(
+        "kubectl kustomize",
+        &input.tools.kubectl,
+        &["kustomize".into(), target.to_string_lossy().into_owned()],
+        input.tools.timeout,
+    )?;
+    parse_documents("(kustomize output)", &out)
+}
+
+fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    let helm_bin = input.tools.helm.as_ref().ok_or_else(|| BundleError::Tool {
+        tool: "helm template".into(),
+        message: "this bundle is a Helm chart, and no `helm` binary is on PATH".into(),
+    })?;
+    let helm = input.options.helm.clone().unwrap_or_default();
+    let scratch = Scratch::write(input.content)?;
+    let release = helm.release_name.clone().unwrap_or_else(|| {
+        input
+            .bundle_name
+            .chars()
+            .take(53)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned()
+    });
+    let mut args = vec!["template".to_owned(), release];
+    match (&helm.repo, &helm.chart) {
+        (Some(repo), Some(chart)) => {
+            args.extend([chart.clone(), "--repo".into(), repo.clone()]);
+        }
+        (None, Some(chart)) if chart.contains("://") => args.push(chart.clone()),
+        (_, chart) => {
+            let dir = crate::tree::safe_path("", chart.as_deref().unwrap_or("."), "helm.chart")?;
+            args.push(scratch.dir.join(dir).to_string_lossy().into_owned());
+        }
+    }
+    if let Some(v) = &helm.version {
+        args.extend(["--version".into(), v.clone()]);
+    }
+    if let Some(ns) = input
+        .options
+        .namespace
+        .as_ref()
+        .or(input.options.default_namespace.as_ref())
+    {
+        args.extend(["--namespace".into(), ns.clone()]);
+    }
+    for f in &helm.values_files {
+        let p = crate::tree::safe_path("", f, "helm.valuesFiles")?;
+        args.extend([
+            "--values".into(),
+            scratch.dir.join(p).to_string_lossy().into_owned(),
+        ]);
+    }
+    if let Some(values) = &helm.values {
+        let path = scratch.dir.join(".flotilla-values.json");
+        std::fs::write(&path, serde_json::to_vec(values).expect("values serialize")).map_err(
+            |e| BundleError::Tool {
+                tool: "helm template".into(),
+                message: e.to_string(),
+            },
+        )?;
+        args.extend(["--values".into(), path.to_string_lossy().into_owned()]);
+    }
+    if helm.skip_schema_validation {
+        args.push("--skip-schema-validation".into());
+    }
+    let out = run("helm template", helm_bin, &args, input.tools.timeout)?;
+    parse_documents("(helm template output)", &out)
+}
+
+fn post_process(objects: Vec<Value>, input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    // CRDs in the bundle declare the scope of their kinds.
+    let mut cluster_scoped: BTreeSet<(String, String)> = input.cluster_scoped.clone();
+    cluster_scoped.extend(
+        CLUSTER_SCOPED
+            .iter()
+            .map(|(g, k)| (g.to_string(), k.to_string())),
+    );
+    for o in &objects {
+        if o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+            && o.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster")
+            && let (Some(g), Some(k)) = (
+                o.pointer("/spec/group").and_then(Value::as_str),
+                o.pointer("/spec/names/kind").and_then(Value::as_str),
+            )
+        {
+            cluster_scoped.insert((g.to_owned(), k.to_owned()));
+        }
+    }
+
+    let mut out = Vec::with_capacity(objects.len());
+    for mut o in objects {
+        let (Some(api_version), Some(kind)) = (
+            o.get("apiVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            o.get("kind").and_then(Value::as_str).map(str::to_owned),
+        ) else {
+            continue; // not a Kubernetes object (a values file, a list of settings)
+        };
+        let group = api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("")
+            .to_owned();
+        let is_cluster_scoped = cluster_scoped.contains(&(group, kind.clone()));
+        let Value::Object(obj) = &mut o else { continue };
+        let meta = obj
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .ok_or_else(|| BundleError::InvalidManifest {
+                file: kind.clone(),
+                message: "metadata is not a mapping".into(),
+            })?;
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(ns) = &input.options.namespace {
+            if is_cluster_scoped {
+                return Err(BundleError::InvalidManifest {
+                    file: format!("{kind} {name}"),
+                    message: format!("is cluster-scoped, and the bundle forces namespace {ns:?}"),
+                });
+            }
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        } else if let Some(ns) = &input.options.default_namespace
+            && !is_cluster_scoped
+            && meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
+        add_all(meta, "labels", input.labels);
+        add_all(meta, "annotations", input.annotations);
+        out.push(o);
+    }
+    Ok(out)
+}
+
+fn add_all(meta: &mut Map<String, Value>, field: &str, entries: &BTreeMap<String, String>) {
+    if entries.is_empty() {
+        return;
+    }
+    let map = meta
+        .entry(field)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(m) = map {
+        for (k, v) in entries {
+            m.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+}

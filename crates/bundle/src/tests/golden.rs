@@ -1,0 +1,395 @@
+use crate::load::load_dir;
+use crate::render::{RenderInput, render};
+use crate::{CompileInput, Limits, Tools, compile_repo};
+use flotilla_api::{GitTarget, TargetCriteria, YamlOptions};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+/// Compares with `testdata/golden/<name>`, or rewrites it under UPDATE_GOLDEN.
+fn golden(name: &str, actual: &str) {
+    let path = testdata().join("golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+fn targets() -> Vec<GitTarget> {
+    vec![GitTarget {
+        name: Some("all".into()),
+        criteria: TargetCriteria {
+            cluster_group: Some("default".into()),
+            ..Default::default()
+        },
+    }]
+}
+
+fn compile_summary(repo: &str, paths: &[&str]) -> String {
+    let tree = load_dir(&testdata().join("repos").join(repo)).unwrap();
+    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    let targets = targets();
+    let input = CompileInput {
+        repo_name: repo,
+        paths: &paths,
+        targets: &targets,
+        limits: Limits::default(),
+    };
+    let summary = match compile_repo(&tree, &input) {
+        Err(e) => json!({ "error": e.to_string() }),
+        Ok(bundles) => json!({
+            "bundles": bundles.iter().map(|b| json!({
+                "name": b.name,
+                "dir": b.dir,
+                "kind": format!("{:?}", b.kind),
+                "labels": b.labels,
+                "files": b.content.files.keys().collect::<Vec<_>>(),
+                "warnings": b.warnings,
+                "spec": b.spec,
+            })).collect::<Vec<_>>()
+        }),
+    };
+    serde_saphyr::to_string(&summary).unwrap()
+}
+
+#[test]
+fn compile_goldens() {
+    let cases: [(&str, &[&str]); 6] = [
+        ("multi-path", &["apps", "infra"]),
+        ("kustomize", &[]),
+        ("helm-local", &[]),
+        ("broken-yaml", &[]),
+        ("invalid-fleet-yaml", &[]),
+        ("symlink-escape", &[]),
+    ];
+    for (repo, paths) in cases {
+        golden(
+            &format!("{repo}.compile.yaml"),
+            &compile_summary(repo, paths),
+        );
+    }
+}
+
+#[test]
+fn bad_input_names_the_offender() {
+    let s = compile_summary("broken-yaml", &[]);
+    assert!(s.contains("broken.yaml:5: invalid YAML: column 5:"), "{s}");
+    let s = compile_summary("invalid-fleet-yaml", &[]);
+    assert!(s.contains("fleet.yaml: field paused"), "{s}");
+    let s = compile_summary("symlink-escape", &[]);
+    assert!(s.contains("secrets.yaml: escapes the repository"), "{s}");
+    let s = compile_summary("multi-path", &["../outside"]);
+    assert!(s.contains("escapes the repository"), "{s}");
+    let s = compile_summary("multi-path", &["nope"]);
+    assert!(s.contains("no such directory"), "{s}");
+}
+
+fn render_yaml(repo: &str, paths: &[&str], bundle: &str, overlay: Option<&str>) -> String {
+    let tree = load_dir(&testdata().join("repos").join(repo)).unwrap();
+    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    let targets = targets();
+    let input = CompileInput {
+        repo_name: repo,
+        paths: &paths,
+        targets: &targets,
+        limits: Limits::default(),
+    };
+    let bundles = compile_repo(&tree, &input).unwrap();
+    let b = bundles.iter().find(|b| b.name == bundle).unwrap();
+    let mut options = b.spec.options.clone();
+    if let Some(o) = overlay {
+        options.yaml = Some(YamlOptions {
+            overlays: vec![o.into()],
+        });
+    }
+    let objects = render(&RenderInput {
+        content: &b.content,
+        options: &options,
+        bundle_name: &b.name,
+        labels: &b.labels,
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools: &Tools::default(),
+    })
+    .unwrap();
+    objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+        .collect()
+}
+
+#[test]
+fn raw_render_goldens() {
+    golden(
+        "multi-path.web.render.yaml",
+        &render_yaml(
+            "multi-path",
+            &["apps", "infra"],
+            "multi-path-apps-web",
+            None,
+        ),
+    );
+    golden(
+        "multi-path.web-prod.render.yaml",
+        &render_yaml(
+            "multi-path",
+            &["apps", "infra"],
+            "multi-path-apps-web",
+            Some("prod"),
+        ),
+    );
+    golden(
+        "multi-path.infra.render.yaml",
+        &render_yaml("multi-path", &["apps", "infra"], "multi-path-infra", None),
+    );
+}
+
+#[test]
+fn raw_render_rules() {
+    let web: Vec<Value> = crate::yaml::parse_documents(
+        "x",
+        &render_yaml(
+            "multi-path",
+            &["apps", "infra"],
+            "multi-path-apps-web",
+            Some("prod"),
+        ),
+    )
+    .unwrap();
+    let find = |kind: &str| web.iter().find(|o| o["kind"] == kind).unwrap();
+    assert_eq!(
+        find("Deployment")["spec"]["replicas"],
+        5,
+        "the overlay patch applied"
+    );
+    assert_eq!(
+        find("PodDisruptionBudget")["metadata"]["namespace"],
+        "web",
+        "the overlay file added, defaulted"
+    );
+    assert_eq!(
+        find("ConfigMap")["metadata"]["namespace"],
+        "web-config",
+        "an explicit namespace stays"
+    );
+    assert_eq!(
+        find("Deployment")["metadata"]["labels"]["team"],
+        "storefront",
+        "bundle labels added"
+    );
+
+    let infra: Vec<Value> = crate::yaml::parse_documents(
+        "x",
+        &render_yaml("multi-path", &["apps", "infra"], "multi-path-infra", None),
+    )
+    .unwrap();
+    assert!(
+        infra
+            .iter()
+            .all(|o| o["metadata"].get("namespace").is_none()),
+        "cluster-scoped kinds keep no namespace"
+    );
+    assert_eq!(
+        infra.len(),
+        2,
+        "settings.yaml is not a manifest; drafts/ is ignored"
+    );
+}
+
+#[test]
+fn forced_namespace_refuses_cluster_scoped_kinds() {
+    let tree = load_dir(&testdata().join("repos/multi-path")).unwrap();
+    let paths = vec!["infra".to_string()];
+    let t = targets();
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: "r",
+            paths: &paths,
+            targets: &t,
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let mut options = bundles[0].spec.options.clone();
+    options.namespace = Some("forced".into());
+    let err = render(&RenderInput {
+        content: &bundles[0].content,
+        options: &options,
+        bundle_name: "r",
+        labels: &BTreeMap::new(),
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools: &Tools::default(),
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Namespace platform: is cluster-scoped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kustomize_render_goldens_through_kubectl() {
+    let tree = load_dir(&testdata().join("repos/kustomize")).unwrap();
+    let t = targets();
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: "kustomize",
+            paths: &[],
+            targets: &t,
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let b = &bundles[0];
+    let render_with = |dir: &str| {
+        let mut options = b.spec.options.clone();
+        options.kustomize = Some(flotilla_api::KustomizeOptions {
+            dir: Some(dir.into()),
+        });
+        options.default_namespace = Some("api".into());
+        let objects = render(&RenderInput {
+            content: &b.content,
+            options: &options,
+            bundle_name: &b.name,
+            labels: &b.labels,
+            annotations: &BTreeMap::new(),
+            cluster_scoped: &BTreeSet::new(),
+            tools: &Tools::default(),
+        })
+        .unwrap();
+        objects
+            .iter()
+            .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+            .collect::<String>()
+    };
+    let staging = render_with("overlays/staging");
+    let prod = render_with("overlays/prod");
+    assert!(
+        staging.contains("name: staging-api") && staging.contains("replicas: 1"),
+        "{staging}"
+    );
+    assert!(
+        prod.contains("name: prod-api") && prod.contains("replicas: 4"),
+        "{prod}"
+    );
+    golden("kustomize.staging.render.yaml", &staging);
+    golden("kustomize.prod.render.yaml", &prod);
+}
+
+#[test]
+fn kustomize_failure_carries_stderr() {
+    let mut content = crate::BundleContent::default();
+    content.files.insert(
+        "kustomization.yaml".into(),
+        b"resources: [missing.yaml]\n".to_vec(),
+    );
+    let err = render(&RenderInput {
+        content: &content,
+        options: &Default::default(),
+        bundle_name: "b",
+        labels: &BTreeMap::new(),
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools: &Tools::default(),
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("kubectl kustomize failed"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("missing.yaml"),
+        "stderr is carried: {err}"
+    );
+}
+
+#[test]
+fn helm_without_a_binary_is_a_clear_error() {
+    let tree = load_dir(&testdata().join("repos/helm-local")).unwrap();
+    let t = targets();
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: "h",
+            paths: &[],
+            targets: &t,
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let tools = Tools {
+        helm: None,
+        ..Tools::default()
+    };
+    let err = render(&RenderInput {
+        content: &bundles[0].content,
+        options: &bundles[0].spec.options,
+        bundle_name: "h",
+        labels: &BTreeMap::new(),
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools: &tools,
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no `helm` binary is on PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn size_limits_name_the_offender() {
+    let mut tree = crate::RepoTree::new();
+    tree.insert_file(
+        "app/big.yaml",
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{x: \"{}\"}}\n",
+            "a".repeat(2000)
+        ),
+    );
+    tree.insert_file(
+        "app/small.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n",
+    );
+    let t = targets();
+    let paths = vec!["app".to_string()];
+    let compile = |limits| {
+        compile_repo(
+            &tree,
+            &CompileInput {
+                repo_name: "r",
+                paths: &paths,
+                targets: &t,
+                limits,
+            },
+        )
+    };
+    let err = compile(Limits {
+        max_manifest_bytes: 1000,
+        max_bundle_bytes: 1 << 20,
+    })
+    .unwrap_err();
+    assert!(err.to_string().starts_with("app/big.yaml:"), "{err}");
+    let err = compile(Limits {
+        max_manifest_bytes: 1 << 20,
+        max_bundle_bytes: 1500,
+    })
+    .unwrap_err();
+    assert!(err.to_string().starts_with("bundle r-app:"), "{err}");
+    assert!(compile(Limits::default()).is_ok());
+}
