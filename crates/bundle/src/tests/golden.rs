@@ -393,3 +393,120 @@ fn size_limits_name_the_offender() {
     assert!(err.to_string().starts_with("bundle r-app:"), "{err}");
     assert!(compile(Limits::default()).is_ok());
 }
+
+/// The real Helm v4 engine (helm-python-sdk) behind a `helm template` shim.
+fn helm_shim() -> Tools {
+    Tools {
+        helm: Some(testdata().join("helm-shim/helm")),
+        ..Tools::default()
+    }
+}
+
+fn render_helm(
+    options: &flotilla_api::BundleDeploymentOptions,
+    content: &crate::BundleContent,
+) -> crate::Result<String> {
+    let objects = render(&RenderInput {
+        content,
+        options,
+        bundle_name: "helm-local",
+        labels: &BTreeMap::from([(
+            "flotilla.dev/repo-name".to_string(),
+            "helm-local".to_string(),
+        )]),
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools: &helm_shim(),
+    })?;
+    Ok(objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+        .collect())
+}
+
+#[test]
+fn helm_render_goldens_with_the_real_engine() {
+    let tree = load_dir(&testdata().join("repos/helm-local")).unwrap();
+    let t = targets();
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: "helm-local",
+            paths: &[],
+            targets: &t,
+            limits: Limits::default(),
+        },
+    )
+    .unwrap();
+    let b = &bundles[0];
+    let base = render_helm(&b.spec.options, &b.content).unwrap();
+    assert!(
+        base.contains("replicas: 2"),
+        "fleet.yaml values override the chart's: {base}"
+    );
+    assert!(
+        base.contains("name: metrics") && base.contains("namespace: monitoring"),
+        "{base}"
+    );
+    golden("helm-local.render.yaml", &base);
+
+    // The prod customization, merged as targeting merges it.
+    let mut prod = b.spec.options.clone();
+    let cust = &b.spec.target_customizations[0];
+    prod.helm.as_mut().unwrap().values = Some(json!({"replicas": 3}));
+    assert_eq!(
+        cust.options.helm.as_ref().unwrap().values,
+        Some(json!({"replicas": 3}))
+    );
+    let prod = render_helm(&prod, &b.content).unwrap();
+    assert!(prod.contains("replicas: 3"), "{prod}");
+    golden("helm-local.prod.render.yaml", &prod);
+}
+
+#[test]
+fn helm_values_files_and_template_errors() {
+    let mut content = crate::BundleContent::default();
+    content.files.insert(
+        "Chart.yaml".into(),
+        b"apiVersion: v2\nname: c\nversion: 0.1.0\n".to_vec(),
+    );
+    content.files.insert(
+        "templates/cm.yaml".into(),
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}}\ndata: {color: {{ .Values.color | quote }}}\n".to_vec(),
+    );
+    content
+        .files
+        .insert("values-prod.yaml".into(), b"color: red\n".to_vec());
+    let mut options = flotilla_api::BundleDeploymentOptions {
+        helm: Some(flotilla_api::HelmOptions {
+            values_files: vec!["values-prod.yaml".into()],
+            release_name: Some("paint".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let out = render_helm(&options, &content).unwrap();
+    assert!(
+        out.contains("color: red") && out.contains("name: paint"),
+        "{out}"
+    );
+
+    // Inline values win over values files.
+    options.helm.as_mut().unwrap().values = Some(json!({"color": "blue"}));
+    assert!(
+        render_helm(&options, &content)
+            .unwrap()
+            .contains("color: blue")
+    );
+
+    content.files.insert(
+        "templates/bad.yaml".into(),
+        b"{{ .Values.missing.deeper }}\n".to_vec(),
+    );
+    let err = render_helm(&options, &content).unwrap_err();
+    assert!(err.to_string().starts_with("helm template failed"), "{err}");
+    assert!(
+        err.to_string().contains("bad.yaml"),
+        "the engine's message is carried: {err}"
+    );
+}
