@@ -18,12 +18,15 @@ struct Cli {
 enum Command {
     /// Print every Flotilla CRD as YAML, or write one file per CRD.
     Crds(crate::crds::CrdsArgs),
+    /// Show which clusters get which bundle of a repository, without a cluster.
+    Plan(crate::plan::PlanArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => crate::crds::run(&args),
+        Command::Plan(args) => crate::plan::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

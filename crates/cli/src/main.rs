@@ -5,6 +5,7 @@
 
 mod cli;
 mod crds;
+mod plan;
 
 fn main() -> std::process::ExitCode {
     cli::run()

@@ -1,0 +1,483 @@
+//! `flotilla plan`: what a repository would deploy where, without a cluster.
+//!
+//! It compiles a checked-out directory, matches each bundle against the
+//! Clusters and ClusterGroups of a YAML file, and prints which cluster gets
+//! which bundle with which customization. `--explain` says why for every
+//! pair; `--cluster NAME -o yaml` prints that cluster's exact manifests.
+
+use anyhow::{Context, bail};
+use flotilla_api::{BundleSpec, Cluster, ClusterGroup, GitRepo};
+use flotilla_bundle::render::{RenderInput, render};
+use flotilla_bundle::{CompileInput, Limits, Tools, compile_repo, deployment_id, load::load_dir};
+use flotilla_targeting::{
+    Decision, Explanation, ResolvedCluster, effective_targets, resolve_clusters, resolve_options,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The checked-out repository.
+    #[arg(long, value_name = "DIR")]
+    repo_dir: PathBuf,
+    /// Paths of the repository to deploy (default: a GitRepo in --clusters, or the root).
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    paths: Vec<String>,
+    /// Clusters and ClusterGroups (and optionally the GitRepo) as Kubernetes YAML.
+    #[arg(long, value_name = "FILE")]
+    clusters: PathBuf,
+    /// Only this cluster. With `-o yaml`, print the manifests it receives.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Say why each cluster is or is not targeted.
+    #[arg(long)]
+    explain: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Workspace namespace when the file holds no GitRepo.
+    #[arg(long, default_value = "fleet-default")]
+    namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+/// What the clusters file holds.
+struct Fleet {
+    clusters: Vec<Cluster>,
+    groups: Vec<ClusterGroup>,
+    gitrepo: Option<GitRepo>,
+}
+
+fn read_fleet(path: &PathBuf) -> anyhow::Result<Fleet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = path.display().to_string();
+    let docs = flotilla_bundle::yaml::parse_documents(&file, &text)?;
+    let mut fleet = Fleet {
+        clusters: Vec::new(),
+        groups: Vec::new(),
+        gitrepo: None,
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ctx = || format!("{file}: document {} ({kind})", i + 1);
+        match kind.as_str() {
+            "Cluster" => fleet
+                .clusters
+                .push(serde_json::from_value(doc).with_context(ctx)?),
+            "ClusterGroup" => fleet
+                .groups
+                .push(serde_json::from_value(doc).with_context(ctx)?),
+            "GitRepo" => fleet.gitrepo = Some(serde_json::from_value(doc).with_context(ctx)?),
+            _ => bail!("{}: expected Cluster, ClusterGroup or GitRepo", ctx()),
+        }
+    }
+    Ok(fleet)
+}
+
+/// One (bundle, cluster) pair of the plan.
+struct Row {
+    bundle: String,
+    cluster: String,
+    explanation: Explanation,
+    customizations: Vec<String>,
+    deployment_id: Option<String>,
+}
+
+pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    print!("{}", plan(args)?);
+    Ok(())
+}
+
+/// The plan's output, as `run` prints it.
+pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
+    let fleet = read_fleet(&args.clusters)?;
+    let tree =
+        load_dir(&args.repo_dir).with_context(|| format!("reading {}", args.repo_dir.display()))?;
+    let default_name = args
+        .repo_dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo".into());
+    let (repo_name, namespace, mut paths, targets) = match &fleet.gitrepo {
+        Some(g) => (
+            g.metadata.name.clone().unwrap_or(default_name),
+            g.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| args.namespace.clone()),
+            g.spec.paths.clone(),
+            effective_targets(&g.spec.targets),
+        ),
+        None => (
+            default_name,
+            args.namespace.clone(),
+            Vec::new(),
+            effective_targets(&[]),
+        ),
+    };
+    if !args.paths.is_empty() {
+        paths = args.paths.clone();
+    }
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: &repo_name,
+            paths: &paths,
+            targets: &targets,
+            limits: Limits::default(),
+        },
+    )?;
+    for w in bundles.iter().flat_map(|b| &b.warnings) {
+        eprintln!("warning: {w}");
+    }
+    let (clusters, group_errors) = resolve_clusters(&fleet.clusters, &fleet.groups);
+    for (group, e) in &group_errors {
+        eprintln!("warning: ClusterGroup {group}: {e}; it has no members");
+    }
+    let clusters: Vec<&ResolvedCluster> = clusters
+        .iter()
+        .filter(|c| &*c.key.namespace == namespace)
+        .filter(|c| args.cluster.as_deref().is_none_or(|n| n == &*c.key.name))
+        .collect();
+    if let Some(name) = &args.cluster
+        && clusters.is_empty()
+    {
+        bail!(
+            "no cluster {name:?} in namespace {namespace:?} of {}",
+            args.clusters.display()
+        );
+    }
+
+    let mut rows = Vec::new();
+    for b in &bundles {
+        let compiled = flotilla_targeting::CompiledBundle::compile(&b.spec)
+            .with_context(|| format!("bundle {}: invalid targeting", b.name))?;
+        for c in &clusters {
+            let explanation = compiled.explain(*c);
+            let (customizations, id) = match &explanation.decision {
+                Decision::Deploy { customizations, .. } => {
+                    let options = options_for(&b.spec, customizations);
+                    (
+                        names(&b.spec, customizations),
+                        Some(deployment_id(&b.spec.content_id, &options)),
+                    )
+                }
+                _ => (Vec::new(), None),
+            };
+            rows.push(Row {
+                bundle: b.name.clone(),
+                cluster: c.key.name.to_string(),
+                explanation,
+                customizations,
+                deployment_id: id,
+            });
+        }
+    }
+
+    if args.cluster.is_some() && args.output == Output::Yaml && !args.explain {
+        return manifests(&bundles, &rows);
+    }
+    Ok(match args.output {
+        Output::Table => table(&rows, args.explain),
+        Output::Yaml => serde_saphyr::to_string(&rows_json(&rows, args.explain))?,
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows_json(&rows, args.explain))?
+        ),
+    })
+}
+
+fn options_for(
+    spec: &BundleSpec,
+    customizations: &[usize],
+) -> flotilla_api::BundleDeploymentOptions {
+    resolve_options(
+        &spec.options,
+        customizations
+            .iter()
+            .map(|&i| &spec.target_customizations[i]),
+    )
+}
+
+fn names(spec: &BundleSpec, customizations: &[usize]) -> Vec<String> {
+    customizations
+        .iter()
+        .map(|&i| {
+            spec.target_customizations[i]
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("targetCustomizations[{i}]"))
+        })
+        .collect()
+}
+
+/// Why, in words, for the table.
+fn reason(e: &Explanation) -> String {
+    let entry = |list: &str, o: &flotilla_targeting::EntryOutcome| match &o.name {
+        Some(n) => format!("{list}[{}] ({n})", o.index),
+        None => format!("{list}[{}]", o.index),
+    };
+    match &e.decision {
+        Decision::Deploy { target, .. } => format!("matched targets[{target}]"),
+        Decision::Restricted => "matches no targetRestrictions entry".into(),
+        Decision::TargetSaysDoNotDeploy(i) => format!("targets[{i}] says doNotDeploy"),
+        Decision::CustomizationSaysDoNotDeploy(i) => {
+            format!("targetCustomizations[{i}] says doNotDeploy")
+        }
+        Decision::NoTargetMatched if e.targets.is_empty() => "the bundle has no targets".into(),
+        Decision::NoTargetMatched => e
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}: {}",
+                    entry("targets", t),
+                    t.mismatch.map(|m| m.to_string()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+fn table(rows: &[Row], explain: bool) -> String {
+    let mut lines = vec![vec![
+        "BUNDLE".to_owned(),
+        "CLUSTER".into(),
+        "DEPLOY".into(),
+        "CUSTOMIZATION".into(),
+        if explain {
+            "WHY".into()
+        } else {
+            "DEPLOYMENT-ID".into()
+        },
+    ]];
+    for r in rows.iter().filter(|r| explain || r.deployment_id.is_some()) {
+        lines.push(vec![
+            r.bundle.clone(),
+            r.cluster.clone(),
+            if r.deployment_id.is_some() {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            if r.customizations.is_empty() {
+                "-".into()
+            } else {
+                r.customizations.join(",")
+            },
+            if explain {
+                reason(&r.explanation)
+            } else {
+                r.deployment_id.as_deref().map(short_id).unwrap_or_default()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            let cells: Vec<String> = l
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("   ").trim_end())
+        })
+        .collect()
+}
+
+/// `s-<12 hex>:<12 hex>`: enough to tell deployments apart in a table.
+fn short_id(id: &str) -> String {
+    id.split(':')
+        .map(|part| {
+            part.chars()
+                .take(if part.starts_with("s-") { 14 } else { 12 })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn rows_json(rows: &[Row], explain: bool) -> Value {
+    Value::Array(
+        rows.iter()
+            .filter(|r| explain || r.deployment_id.is_some())
+            .map(|r| {
+                let mut v = json!({
+                    "bundle": r.bundle,
+                    "cluster": r.cluster,
+                    "deploy": r.deployment_id.is_some(),
+                    "customizations": r.customizations,
+                });
+                if let Some(id) = &r.deployment_id {
+                    v["deploymentID"] = json!(id);
+                }
+                if explain {
+                    v["why"] = json!(reason(&r.explanation));
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// Every manifest the selected cluster receives, as one YAML stream.
+fn manifests(bundles: &[flotilla_bundle::CompiledBundle], rows: &[Row]) -> anyhow::Result<String> {
+    let tools = Tools::default();
+    let mut out = String::new();
+    for r in rows.iter().filter(|r| r.deployment_id.is_some()) {
+        let b = bundles
+            .iter()
+            .find(|b| b.name == r.bundle)
+            .expect("row of a compiled bundle");
+        let Decision::Deploy { customizations, .. } = &r.explanation.decision else {
+            continue;
+        };
+        let options = options_for(&b.spec, customizations);
+        let objects = render(&RenderInput {
+            content: &b.content,
+            options: &options,
+            bundle_name: &b.name,
+            labels: &b.labels,
+            annotations: &BTreeMap::new(),
+            cluster_scoped: &BTreeSet::new(),
+            tools: &tools,
+        })
+        .with_context(|| format!("rendering bundle {} for cluster {}", b.name, r.cluster))?;
+        out.push_str(&format!(
+            "# bundle {} ({})\n",
+            b.name,
+            r.deployment_id.as_deref().unwrap_or_default()
+        ));
+        for o in objects {
+            out.push_str(&format!("---\n{}", serde_saphyr::to_string(&o)?));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(rel: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata")
+            .join(rel)
+    }
+
+    fn args(fleet: &str) -> PlanArgs {
+        PlanArgs {
+            repo_dir: testdata("repos/multi-path"),
+            paths: vec![],
+            clusters: testdata(fleet),
+            cluster: None,
+            explain: false,
+            output: Output::Table,
+            namespace: "fleet-default".into(),
+        }
+    }
+
+    fn golden(name: &str, actual: &str) {
+        let path = testdata("golden").join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "{} differs (UPDATE_GOLDEN=1)\n{actual}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn table_lists_targeted_pairs_with_customizations() {
+        let out = plan(&args("plan-fleet.yaml")).unwrap();
+        golden("plan.table.txt", &out);
+        assert!(!out.contains("dev-eu"), "dev-eu is not targeted: {out}");
+        let prod_web = out
+            .lines()
+            .find(|l| l.starts_with("web-apps-web") && l.contains("prod-eu"))
+            .unwrap();
+        assert!(
+            prod_web.contains("yes      prod"),
+            "the prod customization applies: {prod_web}"
+        );
+    }
+
+    #[test]
+    fn explain_names_the_failing_criterion() {
+        let out = plan(&PlanArgs {
+            explain: true,
+            ..args("plan-fleet.yaml")
+        })
+        .unwrap();
+        golden("plan.explain.txt", &out);
+        let dev = out
+            .lines()
+            .find(|l| l.contains("apps-web") && l.contains("dev-eu"))
+            .unwrap();
+        assert!(
+            dev.contains("no") && dev.contains("targets[0] (prod): clusterSelector does not match"),
+            "{dev}"
+        );
+        assert!(
+            dev.contains("targets[1] (staging): clusterName differs"),
+            "{dev}"
+        );
+    }
+
+    #[test]
+    fn one_cluster_as_yaml_is_its_exact_manifests() {
+        let out = plan(&PlanArgs {
+            cluster: Some("prod-eu".into()),
+            output: Output::Yaml,
+            ..args("plan-fleet.yaml")
+        })
+        .unwrap();
+        golden("plan.prod-eu.yaml", &out);
+        assert!(
+            out.contains("replicas: 5"),
+            "the prod overlay applies on prod-eu"
+        );
+        assert!(out.contains("kind: PodDisruptionBudget"));
+    }
+
+    #[test]
+    fn json_output_and_unknown_cluster() {
+        let out = plan(&PlanArgs {
+            output: Output::Json,
+            ..args("plan-fleet.yaml")
+        })
+        .unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["deploy"] == true && r["deploymentID"].is_string())
+        );
+        let err = plan(&PlanArgs {
+            cluster: Some("nope".into()),
+            ..args("plan-fleet.yaml")
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("no cluster \"nope\""), "{err}");
+    }
+}
