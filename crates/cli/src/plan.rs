@@ -148,7 +148,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
     }
     let clusters: Vec<&ResolvedCluster> = clusters
         .iter()
-        .filter(|c| &*c.key.namespace == namespace)
+        .filter(|c| *c.key.namespace == *namespace)
         .filter(|c| args.cluster.as_deref().is_none_or(|n| n == &*c.key.name))
         .collect();
     if let Some(name) = &args.cluster
