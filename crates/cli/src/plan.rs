@@ -38,6 +38,12 @@ pub struct PlanArgs {
     /// Workspace namespace when the file holds no GitRepo.
     #[arg(long, default_value = "fleet-default")]
     namespace: String,
+    /// Largest manifest file accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_manifest_bytes, value_name = "BYTES")]
+    max_manifest_bytes: usize,
+    /// Largest bundle accepted (all its files), in bytes.
+    #[arg(long, default_value_t = Limits::default().max_bundle_bytes, value_name = "BYTES")]
+    max_bundle_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,7 +142,10 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
             repo_name: &repo_name,
             paths: &paths,
             targets: &targets,
-            limits: Limits::default(),
+            limits: Limits {
+                max_manifest_bytes: args.max_manifest_bytes,
+                max_bundle_bytes: args.max_bundle_bytes,
+            },
         },
     )?;
     for w in bundles.iter().flat_map(|b| &b.warnings) {
@@ -390,6 +399,8 @@ mod tests {
             explain: false,
             output: Output::Table,
             namespace: "fleet-default".into(),
+            max_manifest_bytes: Limits::default().max_manifest_bytes,
+            max_bundle_bytes: Limits::default().max_bundle_bytes,
         }
     }
 
