@@ -36,6 +36,32 @@ fn targets() -> Vec<GitTarget> {
     }]
 }
 
+/// Renders with empty annotations and no extra cluster-scoped kinds.
+fn render_objects(
+    content: &crate::BundleContent,
+    options: &flotilla_api::BundleDeploymentOptions,
+    bundle_name: &str,
+    labels: &BTreeMap<String, String>,
+    tools: &Tools,
+) -> crate::Result<Vec<Value>> {
+    render(&RenderInput {
+        content,
+        options,
+        bundle_name,
+        labels,
+        annotations: &BTreeMap::new(),
+        cluster_scoped: &BTreeSet::new(),
+        tools,
+    })
+}
+
+fn to_stream(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
+        .collect()
+}
+
 fn compile_summary(repo: &str, paths: &[&str]) -> String {
     let tree = load_dir(&testdata().join("repos").join(repo)).unwrap();
     let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
@@ -113,20 +139,9 @@ fn render_yaml(repo: &str, paths: &[&str], bundle: &str, overlay: Option<&str>) 
             overlays: vec![o.into()],
         });
     }
-    let objects = render(&RenderInput {
-        content: &b.content,
-        options: &options,
-        bundle_name: &b.name,
-        labels: &b.labels,
-        annotations: &BTreeMap::new(),
-        cluster_scoped: &BTreeSet::new(),
-        tools: &Tools::default(),
-    })
-    .unwrap();
-    objects
-        .iter()
-        .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
-        .collect()
+    let objects =
+        render_objects(&b.content, &options, &b.name, &b.labels, &Tools::default()).unwrap();
+    to_stream(&objects)
 }
 
 #[test]
@@ -224,15 +239,13 @@ fn forced_namespace_refuses_cluster_scoped_kinds() {
     .unwrap();
     let mut options = bundles[0].spec.options.clone();
     options.namespace = Some("forced".into());
-    let err = render(&RenderInput {
-        content: &bundles[0].content,
-        options: &options,
-        bundle_name: "r",
-        labels: &BTreeMap::new(),
-        annotations: &BTreeMap::new(),
-        cluster_scoped: &BTreeSet::new(),
-        tools: &Tools::default(),
-    })
+    let err = render_objects(
+        &bundles[0].content,
+        &options,
+        "r",
+        &BTreeMap::new(),
+        &Tools::default(),
+    )
     .unwrap_err();
     assert!(
         err.to_string()
@@ -262,20 +275,9 @@ fn kustomize_render_goldens_through_kubectl() {
             dir: Some(dir.into()),
         });
         options.default_namespace = Some("api".into());
-        let objects = render(&RenderInput {
-            content: &b.content,
-            options: &options,
-            bundle_name: &b.name,
-            labels: &b.labels,
-            annotations: &BTreeMap::new(),
-            cluster_scoped: &BTreeSet::new(),
-            tools: &Tools::default(),
-        })
-        .unwrap();
-        objects
-            .iter()
-            .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
-            .collect::<String>()
+        let objects =
+            render_objects(&b.content, &options, &b.name, &b.labels, &Tools::default()).unwrap();
+        to_stream(&objects)
     };
     let staging = render_with("overlays/staging");
     let prod = render_with("overlays/prod");
@@ -298,15 +300,13 @@ fn kustomize_failure_carries_stderr() {
         "kustomization.yaml".into(),
         b"resources: [missing.yaml]\n".to_vec(),
     );
-    let err = render(&RenderInput {
-        content: &content,
-        options: &Default::default(),
-        bundle_name: "b",
-        labels: &BTreeMap::new(),
-        annotations: &BTreeMap::new(),
-        cluster_scoped: &BTreeSet::new(),
-        tools: &Tools::default(),
-    })
+    let err = render_objects(
+        &content,
+        &Default::default(),
+        "b",
+        &BTreeMap::new(),
+        &Tools::default(),
+    )
     .unwrap_err();
     assert!(
         err.to_string().starts_with("kubectl kustomize failed"),
@@ -336,15 +336,13 @@ fn helm_without_a_binary_is_a_clear_error() {
         helm: None,
         ..Tools::default()
     };
-    let err = render(&RenderInput {
-        content: &bundles[0].content,
-        options: &bundles[0].spec.options,
-        bundle_name: "h",
-        labels: &BTreeMap::new(),
-        annotations: &BTreeMap::new(),
-        cluster_scoped: &BTreeSet::new(),
-        tools: &tools,
-    })
+    let err = render_objects(
+        &bundles[0].content,
+        &bundles[0].spec.options,
+        "h",
+        &BTreeMap::new(),
+        &tools,
+    )
     .unwrap_err();
     assert!(
         err.to_string().contains("no `helm` binary is on PATH"),
@@ -406,22 +404,12 @@ fn render_helm(
     options: &flotilla_api::BundleDeploymentOptions,
     content: &crate::BundleContent,
 ) -> crate::Result<String> {
-    let objects = render(&RenderInput {
-        content,
-        options,
-        bundle_name: "helm-local",
-        labels: &BTreeMap::from([(
-            "flotilla.dev/repo-name".to_string(),
-            "helm-local".to_string(),
-        )]),
-        annotations: &BTreeMap::new(),
-        cluster_scoped: &BTreeSet::new(),
-        tools: &helm_shim(),
-    })?;
-    Ok(objects
-        .iter()
-        .map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap()))
-        .collect())
+    let labels = BTreeMap::from([(
+        "flotilla.dev/repo-name".to_string(),
+        "helm-local".to_string(),
+    )]);
+    let objects = render_objects(content, options, "helm-local", &labels, &helm_shim())?;
+    Ok(to_stream(&objects))
 }
 
 #[test]
