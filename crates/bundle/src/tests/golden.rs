@@ -36,6 +36,26 @@ fn targets() -> Vec<GitTarget> {
     }]
 }
 
+/// Loads `testdata/repos/<dir>` and compiles it as GitRepo `repo_name`.
+fn compile_sample(
+    dir: &str,
+    repo_name: &str,
+    paths: &[&str],
+) -> crate::Result<Vec<crate::CompiledBundle>> {
+    let tree = load_dir(&testdata().join("repos").join(dir)).unwrap();
+    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    let targets = targets();
+    compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name,
+            paths: &paths,
+            targets: &targets,
+            limits: Limits::default(),
+        },
+    )
+}
+
 /// Renders with empty annotations and no extra cluster-scoped kinds.
 fn render_objects(
     content: &crate::BundleContent,
@@ -63,16 +83,7 @@ fn to_stream(objects: &[Value]) -> String {
 }
 
 fn compile_summary(repo: &str, paths: &[&str]) -> String {
-    let tree = load_dir(&testdata().join("repos").join(repo)).unwrap();
-    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-    let targets = targets();
-    let input = CompileInput {
-        repo_name: repo,
-        paths: &paths,
-        targets: &targets,
-        limits: Limits::default(),
-    };
-    let summary = match compile_repo(&tree, &input) {
+    let summary = match compile_sample(repo, repo, paths) {
         Err(e) => json!({ "error": e.to_string() }),
         Ok(bundles) => json!({
             "bundles": bundles.iter().map(|b| json!({
@@ -122,16 +133,7 @@ fn bad_input_names_the_offender() {
 }
 
 fn render_yaml(repo: &str, paths: &[&str], bundle: &str, overlay: Option<&str>) -> String {
-    let tree = load_dir(&testdata().join("repos").join(repo)).unwrap();
-    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-    let targets = targets();
-    let input = CompileInput {
-        repo_name: repo,
-        paths: &paths,
-        targets: &targets,
-        limits: Limits::default(),
-    };
-    let bundles = compile_repo(&tree, &input).unwrap();
+    let bundles = compile_sample(repo, repo, paths).unwrap();
     let b = bundles.iter().find(|b| b.name == bundle).unwrap();
     let mut options = b.spec.options.clone();
     if let Some(o) = overlay {
@@ -224,19 +226,7 @@ fn raw_render_rules() {
 
 #[test]
 fn forced_namespace_refuses_cluster_scoped_kinds() {
-    let tree = load_dir(&testdata().join("repos/multi-path")).unwrap();
-    let paths = vec!["infra".to_string()];
-    let t = targets();
-    let bundles = compile_repo(
-        &tree,
-        &CompileInput {
-            repo_name: "r",
-            paths: &paths,
-            targets: &t,
-            limits: Limits::default(),
-        },
-    )
-    .unwrap();
+    let bundles = compile_sample("multi-path", "r", &["infra"]).unwrap();
     let mut options = bundles[0].spec.options.clone();
     options.namespace = Some("forced".into());
     let err = render_objects(
@@ -256,18 +246,7 @@ fn forced_namespace_refuses_cluster_scoped_kinds() {
 
 #[test]
 fn kustomize_render_goldens_through_kubectl() {
-    let tree = load_dir(&testdata().join("repos/kustomize")).unwrap();
-    let t = targets();
-    let bundles = compile_repo(
-        &tree,
-        &CompileInput {
-            repo_name: "kustomize",
-            paths: &[],
-            targets: &t,
-            limits: Limits::default(),
-        },
-    )
-    .unwrap();
+    let bundles = compile_sample("kustomize", "kustomize", &[]).unwrap();
     let b = &bundles[0];
     let render_with = |dir: &str| {
         let mut options = b.spec.options.clone();
@@ -320,18 +299,7 @@ fn kustomize_failure_carries_stderr() {
 
 #[test]
 fn helm_without_a_binary_is_a_clear_error() {
-    let tree = load_dir(&testdata().join("repos/helm-local")).unwrap();
-    let t = targets();
-    let bundles = compile_repo(
-        &tree,
-        &CompileInput {
-            repo_name: "h",
-            paths: &[],
-            targets: &t,
-            limits: Limits::default(),
-        },
-    )
-    .unwrap();
+    let bundles = compile_sample("helm-local", "h", &[]).unwrap();
     let tools = Tools {
         helm: None,
         ..Tools::default()
@@ -414,18 +382,7 @@ fn render_helm(
 
 #[test]
 fn helm_render_goldens_with_the_real_engine() {
-    let tree = load_dir(&testdata().join("repos/helm-local")).unwrap();
-    let t = targets();
-    let bundles = compile_repo(
-        &tree,
-        &CompileInput {
-            repo_name: "helm-local",
-            paths: &[],
-            targets: &t,
-            limits: Limits::default(),
-        },
-    )
-    .unwrap();
+    let bundles = compile_sample("helm-local", "helm-local", &[]).unwrap();
     let b = &bundles[0];
     let base = render_helm(&b.spec.options, &b.content).unwrap();
     assert!(
