@@ -5,6 +5,7 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod registry;
 pub mod selector;
 pub mod store;
 
