@@ -180,6 +180,22 @@ impl MemoryStore {
     }
 }
 
+/// The stored object, provided it exists and (when the caller names one)
+/// is at the expected version.
+fn current_at(
+    inner: &Inner,
+    key: &ObjectKey,
+    expected_version: Option<u64>,
+) -> Result<Arc<Value>, StoreError> {
+    let current = inner.objects.get(key).ok_or(StoreError::NotFound)?;
+    if let Some(expected) = expected_version
+        && resource_version(current) != Some(expected)
+    {
+        return Err(StoreError::Conflict);
+    }
+    Ok(current.clone())
+}
+
 pub fn set_resource_version(object: &mut Value, version: u64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(version.to_string()));
@@ -236,12 +252,7 @@ impl Store for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
-        let current = inner.objects.get(key).ok_or(StoreError::NotFound)?;
-        if let Some(expected) = expected_version
-            && resource_version(current) != Some(expected)
-        {
-            return Err(StoreError::Conflict);
-        }
+        current_at(&inner, key, expected_version)?;
         let stored = self.commit(&mut inner, EventType::Modified, key, object);
         inner.objects.insert(key.clone(), stored.clone());
         Ok(stored)
@@ -253,13 +264,7 @@ impl Store for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
-        let current = inner.objects.get(key).ok_or(StoreError::NotFound)?;
-        if let Some(expected) = expected_version
-            && resource_version(current) != Some(expected)
-        {
-            return Err(StoreError::Conflict);
-        }
-        let last = (**current).clone();
+        let last = (*current_at(&inner, key, expected_version)?).clone();
         inner.objects.remove(key);
         Ok(self.commit(&mut inner, EventType::Deleted, key, last))
     }

@@ -113,5 +113,5 @@ fn main() {
         "BENCH bundle_recompile_repo_after_one_change {:.2} ms",
         median(again)
     );
-    println!("BENCH bundle_bundles_changed_after_one_file 1 count");
+    println!("BENCH bundle_bundles_changed_after_one_file {differing} count");
 }
