@@ -178,6 +178,35 @@ impl Registry {
             .cloned()
     }
 
+    /// The type an `apiVersion` and `kind` name (as in an owner reference).
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let types = self.read();
+        types
+            .values()
+            .find(|t| t.group == group && t.version == version && t.kind == kind)
+            .or_else(|| types.values().find(|t| t.group == group && t.kind == kind))
+            .cloned()
+    }
+
+    /// A served type stored under this group and plural (any version).
+    pub fn by_resource(&self, group: &str, plural: &str) -> Option<ResourceType> {
+        self.read()
+            .values()
+            .find(|t| t.group == group && t.plural == plural)
+            .cloned()
+    }
+
+    /// One type per stored resource (versions of a kind share storage).
+    pub fn resources(&self) -> Vec<ResourceType> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.read()
+            .values()
+            .filter(|t| seen.insert((t.group.clone(), t.plural.clone())))
+            .cloned()
+            .collect()
+    }
+
     pub fn all(&self) -> Vec<ResourceType> {
         self.read().values().cloned().collect()
     }

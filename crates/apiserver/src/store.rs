@@ -63,6 +63,9 @@ pub struct Event {
     /// The object after the change (before it, for a deletion), carrying
     /// this event's resourceVersion.
     pub object: Arc<Value>,
+    /// The object before a modification, so that a filtered watch can
+    /// tell when an object starts or stops matching.
+    pub previous: Option<Arc<Value>>,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -109,6 +112,13 @@ pub trait Store: Send + Sync + 'static {
     /// that, with nothing lost or repeated in between.
     fn watch(&self, version: u64) -> Result<Watch, StoreError>;
     fn current_version(&self) -> u64;
+    /// Every object, and the version the snapshot is consistent at.
+    fn snapshot(&self) -> (Vec<(ObjectKey, Arc<Value>)>, u64);
+    /// How many objects are stored.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// How many past events a watcher can resume from by default.
@@ -160,6 +170,7 @@ impl MemoryStore {
         kind: EventType,
         key: &ObjectKey,
         mut object: Value,
+        previous: Option<Arc<Value>>,
     ) -> Arc<Value> {
         inner.version += 1;
         set_resource_version(&mut object, inner.version);
@@ -169,6 +180,7 @@ impl MemoryStore {
             kind,
             key: key.clone(),
             object: object.clone(),
+            previous,
         };
         if inner.history.len() == self.history_limit {
             inner.history.pop_front();
@@ -240,7 +252,7 @@ impl Store for MemoryStore {
         if inner.objects.contains_key(key) {
             return Err(StoreError::AlreadyExists);
         }
-        let stored = self.commit(&mut inner, EventType::Added, key, object);
+        let stored = self.commit(&mut inner, EventType::Added, key, object, None);
         inner.objects.insert(key.clone(), stored.clone());
         Ok(stored)
     }
@@ -252,8 +264,8 @@ impl Store for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
-        current_at(&inner, key, expected_version)?;
-        let stored = self.commit(&mut inner, EventType::Modified, key, object);
+        let previous = current_at(&inner, key, expected_version)?;
+        let stored = self.commit(&mut inner, EventType::Modified, key, object, Some(previous));
         inner.objects.insert(key.clone(), stored.clone());
         Ok(stored)
     }
@@ -266,7 +278,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let last = (*current_at(&inner, key, expected_version)?).clone();
         inner.objects.remove(key);
-        Ok(self.commit(&mut inner, EventType::Deleted, key, last))
+        Ok(self.commit(&mut inner, EventType::Deleted, key, last, None))
     }
 
     fn watch(&self, version: u64) -> Result<Watch, StoreError> {
@@ -303,6 +315,20 @@ impl Store for MemoryStore {
 
     fn current_version(&self) -> u64 {
         self.lock().version
+    }
+
+    fn snapshot(&self) -> (Vec<(ObjectKey, Arc<Value>)>, u64) {
+        let inner = self.lock();
+        let all = inner
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (all, inner.version)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().objects.len()
     }
 }
 
