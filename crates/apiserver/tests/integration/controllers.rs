@@ -36,7 +36,7 @@ fn error_policy(_: Arc<DynamicObject>, _: &kube::Error, _: Arc<Ctx>) -> Action {
 
 #[tokio::test]
 async fn a_controller_reconciles_and_then_rests() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api = widgets(&client).await;
     let ctx = Arc::new(Ctx {
         api: api.clone(),
@@ -101,12 +101,8 @@ fn leader_config(identity: &str) -> LeaderConfig {
 async fn lease_leader_election_fails_over() {
     let server = server_with_history(0);
     // Over TCP, as replicas would talk to a real server.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = server.router();
-    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
+    let (addr, serving) = serve_tcp(&server).await;
+    let client = tcp_client(addr);
 
     let a = Elector::new(client.clone(), leader_config("a")).unwrap();
     let b = Elector::new(client.clone(), leader_config("b")).unwrap();

@@ -26,12 +26,7 @@ static N: AtomicUsize = AtomicUsize::new(0);
 
 async fn start() -> Kubectl {
     let server = server_with_history(0);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = server.router();
-    let serving = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
+    let (addr, serving) = serve_tcp(&server).await;
     let dir = std::env::temp_dir().join(format!(
         "flotilla-kubectl-{}-{}",
         std::process::id(),
@@ -298,10 +293,7 @@ async fn the_binary_serves_with_a_token_off_loopback() {
         .find_map(|l| l.trim().strip_prefix("token: "))
         .expect("a token")
         .to_owned();
-    let anonymous = kube::Client::try_from(kube::Config::new(
-        format!("http://127.0.0.1:{port}").parse().unwrap(),
-    ))
-    .unwrap();
+    let anonymous = tcp_client(([127, 0, 0, 1], port).into());
     let (code, body) = raw(&anonymous, "GET", "/api/v1/namespaces", &[], vec![]).await;
     assert_eq!((code, body["reason"].as_str()), (401, Some("Unauthorized")));
     let bearer = format!("Bearer {token}");

@@ -17,11 +17,42 @@ pub fn server_with_history(history: usize) -> Server {
     })
 }
 
-/// A server and an in-process kube client (no socket).
-pub fn setup() -> (Server, kube::Client) {
+/// A running server; dropping it stops it.
+pub struct Harness {
+    _server: Server,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(t) = &self.serving {
+            t.abort();
+        }
+    }
+}
+
+/// A server and a kube client: in process (no socket) by default, over
+/// TCP when `FLOTILLA_TEST_TRANSPORT=tcp` (`.ci/test` runs both).
+pub async fn setup() -> (Harness, kube::Client) {
     let server = server_with_history(0);
+    if std::env::var("FLOTILLA_TEST_TRANSPORT").as_deref() == Ok("tcp") {
+        let (addr, serving) = serve_tcp(&server).await;
+        return (
+            Harness {
+                _server: server,
+                serving: Some(serving),
+            },
+            tcp_client(addr),
+        );
+    }
     let client = kube::Client::new(server.router(), "default");
-    (server, client)
+    (
+        Harness {
+            _server: server,
+            serving: None,
+        },
+        client,
+    )
 }
 
 /// Polls `check` until it yields a value, or fails after 10 s.
@@ -125,4 +156,20 @@ pub async fn raw(
     let value = serde_json::from_slice(&bytes)
         .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (code, value)
+}
+
+/// Serves `server` on a free loopback port.
+pub async fn serve_tcp(server: &Server) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = server.router();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (addr, serving)
+}
+
+/// A kube client over TCP, with no credentials.
+pub fn tcp_client(addr: std::net::SocketAddr) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
 }

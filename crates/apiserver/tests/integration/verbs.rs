@@ -19,7 +19,7 @@ fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
 
 #[tokio::test]
 async fn discovery_lists_builtins_and_crds() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let info = client.apiserver_version().await.unwrap();
     assert_eq!(info.major, "1");
     let widgets_before = kube::discovery::Discovery::new(client.clone())
@@ -78,7 +78,7 @@ async fn discovery_lists_builtins_and_crds() {
 
 #[tokio::test]
 async fn create_get_update_delete_with_server_metadata() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let created = api
         .create(&PostParams::default(), &cm("a", json!({})))
@@ -146,7 +146,7 @@ async fn create_get_update_delete_with_server_metadata() {
 
 #[tokio::test]
 async fn errors_are_status_objects_with_reasons() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let e = api_err(
         api.create(&PostParams::default(), &cm("Bad_Name", json!({})))
@@ -211,7 +211,7 @@ async fn errors_are_status_objects_with_reasons() {
 
 #[tokio::test]
 async fn list_filters_by_labels_and_fields_and_pages() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     for i in 0..25 {
         let tier = if i % 2 == 0 { "web" } else { "db" };
@@ -285,7 +285,7 @@ async fn list_filters_by_labels_and_fields_and_pages() {
 
 #[tokio::test]
 async fn crds_are_served_with_status_subresource_and_generation_rules() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api = widgets(&client).await;
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
@@ -392,7 +392,7 @@ async fn crds_are_served_with_status_subresource_and_generation_rules() {
 
 #[tokio::test]
 async fn merge_json_and_strategic_patches() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     api.create(&PostParams::default(), &cm("p", json!({"a": "1"})))
         .await
@@ -483,7 +483,7 @@ async fn merge_json_and_strategic_patches() {
 
 #[tokio::test]
 async fn server_side_apply_owns_fields_conflicts_and_removes() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let apply = |manager: &str, force: bool| {
         let mut pp = PatchParams::apply(manager);
@@ -581,7 +581,7 @@ async fn server_side_apply_owns_fields_conflicts_and_removes() {
 
 #[tokio::test]
 async fn dry_run_stores_nothing() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let pp = PostParams {
         dry_run: true,
@@ -617,7 +617,7 @@ async fn dry_run_stores_nothing() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let mut c = cm("f", json!({}));
     c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -665,7 +665,7 @@ fn child(name: &str, owner: &ConfigMap, finalizers: Option<Vec<String>>) -> Conf
 
 #[tokio::test]
 async fn owner_references_are_garbage_collected_in_all_three_modes() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let pp = PostParams::default();
     let gone = |name: &'static str| {
@@ -749,7 +749,7 @@ async fn owner_references_are_garbage_collected_in_all_three_modes() {
 
 #[tokio::test]
 async fn deleting_a_namespace_removes_its_contents() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let nss: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap();
     nss.create(&PostParams::default(), &ns).await.unwrap();
@@ -798,7 +798,7 @@ async fn deleting_a_namespace_removes_its_contents() {
 
 #[tokio::test]
 async fn tables_for_builtin_kinds() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let (code, t) = raw(
         &client,
         "GET",

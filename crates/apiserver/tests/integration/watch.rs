@@ -40,7 +40,7 @@ fn describe(e: &WatchEvent<ConfigMap>) -> String {
 
 #[tokio::test]
 async fn watch_from_a_version_sees_added_modified_deleted() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     api.create(&PostParams::default(), &cm("before", "web"))
         .await
@@ -89,7 +89,7 @@ async fn watch_from_a_version_sees_added_modified_deleted() {
 
 #[tokio::test]
 async fn label_filtered_watch_sees_objects_enter_and_leave() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let mut stream = api
         .watch(
@@ -124,7 +124,7 @@ async fn label_filtered_watch_sees_objects_enter_and_leave() {
 
 #[tokio::test]
 async fn bookmarks_carry_the_latest_version() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let rv = api
         .list(&ListParams::default())
@@ -188,7 +188,7 @@ async fn a_too_old_version_is_gone() {
 
 #[tokio::test]
 async fn kube_runtime_watcher_and_reflector_track_the_server() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     for i in 0..3 {
         api.create(&PostParams::default(), &cm(&format!("pre{i}"), "web"))
@@ -245,7 +245,7 @@ async fn kube_runtime_watcher_and_reflector_track_the_server() {
 
 #[tokio::test]
 async fn watcher_streams_across_many_writes_without_loss() {
-    let (_s, client) = setup();
+    let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let events = watcher(api.clone(), watcher::Config::default())
         .applied_objects()
