@@ -245,10 +245,24 @@ impl Api {
         };
         let mut out = Vec::new();
         let mut next = None;
+        // Names and namespaces cannot hold '/', so the token's key splits
+        // back into the (namespace, name) order the store lists in.
+        let after = start_after
+            .as_deref()
+            .map(|k| k.split_once('/').unwrap_or(("", k)));
         for item in items.iter() {
-            let key = sort_key(item);
-            if start_after.as_ref().is_some_and(|after| &key <= after) {
-                continue;
+            if let Some(after) = after {
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if (ns, name) <= after {
+                    continue;
+                }
             }
             if !opts.matches(item) {
                 continue;

@@ -14,7 +14,6 @@ pub mod fleetyaml;
 pub mod ignore;
 pub mod load;
 pub mod name;
-pub mod patch;
 pub mod render;
 pub mod tools;
 pub mod tree;

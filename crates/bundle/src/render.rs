@@ -14,7 +14,6 @@
 use crate::compile::{BundleKind, is_manifest_file};
 use crate::content::BundleContent;
 use crate::error::{BundleError, Result};
-use crate::patch::{json_patch, merge_patch};
 use crate::tools::{Scratch, Tools, run};
 use crate::yaml::parse_documents;
 use flotilla_api::BundleDeploymentOptions;
@@ -156,10 +155,12 @@ fn apply_overlay(
             for patch in &docs {
                 for doc in base.iter_mut() {
                     match patch {
-                        Value::Array(ops) => {
-                            json_patch(doc, ops).map_err(|e| err(format!("{path}: {e}")))?
+                        Value::Array(_) => {
+                            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                                .map_err(|e| err(format!("{path}: invalid JSON patch: {e}")))?;
+                            json_patch::patch(doc, &ops).map_err(|e| err(format!("{path}: {e}")))?
                         }
-                        Value::Object(_) => merge_patch(doc, patch),
+                        Value::Object(_) => json_patch::merge(doc, patch),
                         _ => return Err(err(format!("{path}: a patch is a mapping or a list"))),
                     }
                 }

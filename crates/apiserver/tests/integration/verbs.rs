@@ -270,11 +270,56 @@ async fn list_filters_by_labels_and_fields_and_pages() {
     sorted.dedup();
     assert_eq!(sorted.len(), 25);
 
-    // Cluster-wide lists see every namespace.
+    // Cluster-wide lists see every namespace; pages follow the store's
+    // (namespace, name) order even where "a-b" sorts before "a/" as text.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in ["a", "a-b"] {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        nss.create(&PostParams::default(), &n).await.unwrap();
+        let in_ns: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        for name in ["x", "y"] {
+            in_ns
+                .create(&PostParams::default(), &cm(name, json!({})))
+                .await
+                .unwrap();
+        }
+    }
     let all: Api<ConfigMap> = Api::all(client.clone());
     assert_eq!(
         all.list(&ListParams::default()).await.unwrap().items.len(),
-        25
+        29
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lp = ListParams::default().limit(1);
+    loop {
+        let page = all.list(&lp).await.unwrap();
+        for c in page.items {
+            assert!(
+                seen.insert((c.metadata.namespace.unwrap(), c.metadata.name.unwrap())),
+                "seen twice"
+            );
+        }
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 29);
+
+    // deletecollection removes what the selector matches, nothing else.
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=db"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.left().unwrap().items.len(), 12);
+    let left = api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(left.len(), 13);
+    assert!(
+        left.iter()
+            .all(|c| c.metadata.labels.as_ref().unwrap()["tier"] == "web")
     );
     let e = api_err(
         api.list(&ListParams::default().limit(5).continue_token("zz"))
