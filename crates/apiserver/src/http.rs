@@ -382,6 +382,17 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
             });
             Ok(json_response(200, &body))
         }
+        (&Method::GET, Some(name)) if req.flag("watch") => {
+            // A watch on one object: the collection, narrowed to its name.
+            let mut opts = req.list_options(rt)?;
+            let fields = match req.q("fieldSelector").filter(|f| !f.is_empty()) {
+                Some(f) => format!("{f},metadata.name={name}"),
+                None => format!("metadata.name={name}"),
+            };
+            opts.fields =
+                FieldSelector::parse(&fields, extra_fields(rt)).map_err(ApiError::bad_request)?;
+            watch(shared, req, rt, ns, opts)
+        }
         (&Method::GET, Some(name)) => {
             let obj = api.get(rt, ns, name)?;
             if req.wants_table() {
@@ -537,6 +548,11 @@ fn watch(
             ..opts
         },
     };
+    if req.flag("sendInitialEvents") {
+        return Err(ApiError::bad_request(
+            "sendInitialEvents (watch-list) is not supported by this server yet; list, then watch",
+        ));
+    }
     let bookmarks = req.flag("allowWatchBookmarks");
     let timeout = match req.q("timeoutSeconds") {
         Some(t) if !t.is_empty() => Duration::from_secs(

@@ -268,3 +268,53 @@ async fn watcher_streams_across_many_writes_without_loss() {
     sorted.dedup();
     assert_eq!(sorted.len(), 200);
 }
+
+#[tokio::test]
+async fn a_watch_on_one_object_and_unsupported_watch_list() {
+    let (_s, client) = setup().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("one", "web"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("other", "web"))
+        .await
+        .unwrap();
+    let rv = api
+        .get("one")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/one?watch=true&resourceVersion=0&timeoutSeconds=1",
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(code, 200);
+    // One JSON line: the ADDED event of "one" only.
+    let text = body
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string());
+    assert!(
+        text.contains("\"ADDED\"") && text.contains("\"one\"") && !text.contains("\"other\""),
+        "{text}"
+    );
+    let (code, body) = raw(
+        &client,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={rv}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "watch-list says it is unsupported"
+    );
+}
