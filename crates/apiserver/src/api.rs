@@ -1071,52 +1071,26 @@ impl Api {
         name: &str,
         finalizer: &str,
     ) -> ApiResult<()> {
-        for _ in 0..RETRIES {
-            let Some(current) = self.store.get(&Self::key(rt, namespace, name)) else {
-                return Ok(());
-            };
-            let mut new = (*current).clone();
+        self.modify(rt, namespace, name, |o| {
+            let mut pointers = vec!["/metadata/finalizers"];
+            if finalizer == NAMESPACE_FINALIZER {
+                pointers.push("/spec/finalizers");
+            }
             let mut changed = false;
-            if let Some(f) = new
-                .pointer_mut("/metadata/finalizers")
-                .and_then(Value::as_array_mut)
-            {
-                let before = f.len();
-                f.retain(|x| x != finalizer);
-                changed |= f.len() != before;
+            for p in pointers {
+                if let Some(f) = o.pointer_mut(p).and_then(Value::as_array_mut) {
+                    let before = f.len();
+                    f.retain(|x| x != finalizer);
+                    changed |= f.len() != before;
+                }
             }
-            if finalizer == NAMESPACE_FINALIZER
-                && let Some(f) = new
-                    .pointer_mut("/spec/finalizers")
-                    .and_then(Value::as_array_mut)
-            {
-                let before = f.len();
-                f.retain(|x| x != finalizer);
-                changed |= f.len() != before;
-            }
-            if !changed {
-                return Ok(());
-            }
-            let opts = WriteOptions {
-                field_manager: Some("flotilla-apiserver".into()),
-                ..Default::default()
-            };
-            match self.write_update(rt, &current, new, Scope::All, &opts, false) {
-                Err(e) if e.reason == "Conflict" => continue,
-                Err(e) if e.code == 404 => return Ok(()),
-                other => return other.map(|_| ()),
-            }
-        }
-        Err(ApiError::conflict(
-            &rt.group,
-            &rt.plural,
-            name,
-            "too many concurrent writes",
-        ))
+            changed
+        })
     }
 
-    /// Replaces an object through the server's own controllers (used by
-    /// garbage collection to drop owner references), retrying conflicts.
+    /// Changes an object on behalf of the server's own controllers
+    /// (finalizer removal, dropping owner references), retrying
+    /// conflicts. `change` says whether it changed anything.
     pub fn modify(
         &self,
         rt: &ResourceType,
@@ -1133,7 +1107,7 @@ impl Api {
                 return Ok(());
             }
             let opts = WriteOptions {
-                field_manager: Some("flotilla-garbage-collector".into()),
+                field_manager: Some("flotilla-apiserver".into()),
                 ..Default::default()
             };
             match self.write_update(rt, &current, new, Scope::All, &opts, false) {

@@ -189,12 +189,7 @@ impl Collector {
                 name: ns.clone(),
             });
         }
-        if let Some(crd) = self
-            .api
-            .registry
-            .by_resource(&event.key.resource.group, &event.key.resource.resource)
-            .and_then(|t| t.crd)
-        {
+        if let Some(crd) = self.type_of(&event.key).and_then(|t| t.crd) {
             dirty.owners.insert(ObjectKey {
                 resource: crate::store::ResourceKey::new(
                     "apiextensions.k8s.io",
@@ -215,12 +210,15 @@ impl Collector {
         }
     }
 
-    fn delete(&self, key: &ObjectKey, propagation: Propagation) {
-        let Some(rt) = self
-            .api
+    /// The served type an object is stored under.
+    fn type_of(&self, key: &ObjectKey) -> Option<crate::registry::ResourceType> {
+        self.api
             .registry
             .by_resource(&key.resource.group, &key.resource.resource)
-        else {
+    }
+
+    fn delete(&self, key: &ObjectKey, propagation: Propagation) {
+        let Some(rt) = self.type_of(key) else {
             return;
         };
         let opts = DeleteOptions {
@@ -242,11 +240,7 @@ impl Collector {
     }
 
     fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) {
-        let Some(rt) = self
-            .api
-            .registry
-            .by_resource(&key.resource.group, &key.resource.resource)
-        else {
+        let Some(rt) = self.type_of(key) else {
             return;
         };
         if let Err(e) =
@@ -306,11 +300,7 @@ impl Collector {
     }
 
     fn drop_refs(&self, key: &ObjectKey, drop: impl Fn(&Value) -> bool) {
-        let Some(rt) = self
-            .api
-            .registry
-            .by_resource(&key.resource.group, &key.resource.resource)
-        else {
+        let Some(rt) = self.type_of(key) else {
             return;
         };
         let result = self
