@@ -98,6 +98,75 @@ pub struct BundleDeploymentDisplay {
     pub message: String,
 }
 
+impl BundleDeployment {
+    /// This deployment's state, as Fleet ranks it:
+    /// - not yet at its `deploymentID`: ErrApplied when the agent reports
+    ///   the `Deployed` condition False, WaitApplied otherwise;
+    /// - applied but not ready: NotReady;
+    /// - a newer deployment is staged but held back: OutOfSync when the
+    ///   bundle or cluster is paused, Pending when a rollout holds it;
+    /// - drifted: Modified;
+    /// - otherwise Ready.
+    pub fn state(&self) -> crate::BundleState {
+        use crate::BundleState;
+        let (spec, status) = (&self.spec, self.status.as_ref());
+        let applied = status.map(|s| s.applied_deployment_id.as_str());
+        let held_back = !spec.staged_deployment_id.is_empty()
+            && spec.staged_deployment_id != spec.deployment_id;
+        let held = if spec.paused {
+            BundleState::OutOfSync
+        } else {
+            BundleState::Pending
+        };
+        if spec.deployment_id.is_empty() {
+            return held;
+        }
+        if applied != Some(spec.deployment_id.as_str()) {
+            let failed = status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::condition::DEPLOYED && c.status == "False")
+            });
+            return if failed {
+                BundleState::ErrApplied
+            } else {
+                BundleState::WaitApplied
+            };
+        }
+        let status = status.expect("applied implies a status");
+        if !status.ready {
+            BundleState::NotReady
+        } else if held_back {
+            held
+        } else if !status.non_modified {
+            BundleState::Modified
+        } else {
+            BundleState::Ready
+        }
+    }
+
+    /// The message to show next to a non-ready state.
+    pub fn state_message(&self) -> String {
+        let Some(status) = &self.status else {
+            return String::new();
+        };
+        if !status.display.message.is_empty() {
+            return status.display.message.clone();
+        }
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .find(|c| c.status == "False" && !c.message.is_empty())
+        {
+            return c.message.clone();
+        }
+        match status.non_ready_status.first() {
+            Some(r) => format!("{} {} not ready: {}", r.kind, r.name, r.message),
+            None => String::new(),
+        }
+    }
+}
+
 /// A resource that is applied but not ready.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -127,4 +196,90 @@ pub struct ModifiedStatus {
     /// A short description of what differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub patch: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BundleState::{self, *};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn bd(
+        id: &str,
+        staged: &str,
+        paused: bool,
+        status: Option<(&str, bool, bool, bool)>,
+    ) -> BundleDeployment {
+        let mut bd = BundleDeployment::new(
+            "b",
+            BundleDeploymentSpec {
+                deployment_id: id.into(),
+                staged_deployment_id: staged.into(),
+                paused,
+                ..Default::default()
+            },
+        );
+        bd.status = status.map(
+            |(applied, ready, non_modified, failed)| BundleDeploymentStatus {
+                applied_deployment_id: applied.into(),
+                ready,
+                non_modified,
+                conditions: if failed {
+                    vec![Condition {
+                        type_: "Deployed".into(),
+                        status: "False".into(),
+                        reason: "Error".into(),
+                        message: "rejected".into(),
+                        observed_generation: None,
+                        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                    }]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            },
+        );
+        bd
+    }
+
+    #[test]
+    fn state_table() {
+        let table: [(BundleDeployment, BundleState); 10] = [
+            (bd("a", "a", false, None), WaitApplied),
+            (
+                bd("a", "a", false, Some(("", false, false, false))),
+                WaitApplied,
+            ),
+            (
+                bd("a", "a", false, Some(("", false, false, true))),
+                ErrApplied,
+            ),
+            (
+                bd("a", "a", false, Some(("a", false, true, false))),
+                NotReady,
+            ),
+            (bd("a", "b", false, Some(("a", true, true, false))), Pending),
+            (
+                bd("a", "b", true, Some(("a", true, true, false))),
+                OutOfSync,
+            ),
+            (
+                bd("a", "a", false, Some(("a", true, false, false))),
+                Modified,
+            ),
+            (bd("a", "a", false, Some(("a", true, true, false))), Ready),
+            (bd("", "b", true, None), OutOfSync),
+            (bd("", "b", false, None), Pending),
+        ];
+        for (i, (bd, want)) in table.iter().enumerate() {
+            assert_eq!(bd.state(), *want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn state_message_prefers_display_then_failed_condition() {
+        let failed = bd("a", "a", false, Some(("", false, false, true)));
+        assert_eq!(failed.state_message(), "rejected");
+        assert_eq!(bd("a", "a", false, None).state_message(), "");
+    }
 }

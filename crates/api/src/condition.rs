@@ -12,6 +12,9 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 /// Progress is blocked until the user changes something.
 pub const STALLED: &str = "Stalled";
+/// On a BundleDeployment, set by the agent: False with the API's message
+/// when a resource was rejected (the ErrApplied state).
+pub const DEPLOYED: &str = "Deployed";
 
 /// A condition to assert; [`set_condition`] fills in the transition time.
 #[derive(Clone, Debug, PartialEq, Eq)]

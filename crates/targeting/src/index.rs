@@ -490,6 +490,52 @@ impl TargetIndex {
             .collect()
     }
 
+    /// The clusters of a group, sorted. Empty for an unknown group.
+    pub fn group_members(&self, group: &ObjectKey) -> Vec<ObjectKey> {
+        let Some(&g) = self.group_ids.get(group) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ObjectKey> = self
+            .groups
+            .get(g)
+            .members
+            .iter()
+            .map(|&c| self.clusters.get(c).key.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The groups a cluster is in, sorted.
+    pub fn groups_of(&self, cluster: &ObjectKey) -> Vec<ObjectKey> {
+        let Some(&c) = self.cluster_ids.get(cluster) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ObjectKey> = self
+            .clusters
+            .get(c)
+            .groups
+            .iter()
+            .map(|&g| self.groups.get(g).key.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether a known cluster matches some criteria (its labels, its name
+    /// and its groups), e.g. a rollout partition's. False for an unknown
+    /// cluster.
+    pub fn cluster_matches(&self, cluster: &ObjectKey, criteria: &CompiledCriteria) -> bool {
+        let Some(&c) = self.cluster_ids.get(cluster) else {
+            return false;
+        };
+        let view = ClusterView {
+            entry: self.clusters.get(c),
+            groups: &self.groups,
+        };
+        criteria.matches(&view)
+    }
+
     pub fn cluster_count(&self) -> usize {
         self.clusters.len()
     }

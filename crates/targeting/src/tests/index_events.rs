@@ -281,3 +281,24 @@ fn namespaces_are_isolated() {
     );
     assert_eq!(index.bundles_of(&key("a")), [key("app"), key("mon")]);
 }
+
+#[test]
+fn group_membership_queries_follow_relabels() {
+    let mut index = setup();
+    let names = |keys: Vec<ObjectKey>| -> Vec<String> {
+        keys.into_iter().map(|k| k.name.to_string()).collect()
+    };
+    assert_eq!(names(index.group_members(&key("prod"))), ["a", "b"]);
+    assert_eq!(names(index.groups_of(&key("a"))), ["prod"]);
+    index.apply_cluster(&cluster("a", &[("env", "dev")]));
+    assert_eq!(names(index.group_members(&key("prod"))), ["b"]);
+    assert!(index.groups_of(&key("a")).is_empty());
+    assert!(index.group_members(&key("nope")).is_empty());
+
+    let in_prod_group = crate::CompiledCriteria::compile(&crit().group("prod").0, "p").unwrap();
+    let by_name = crate::CompiledCriteria::compile(&crit().name("c").0, "p").unwrap();
+    assert!(index.cluster_matches(&key("b"), &in_prod_group));
+    assert!(!index.cluster_matches(&key("a"), &in_prod_group));
+    assert!(index.cluster_matches(&key("c"), &by_name));
+    assert!(!index.cluster_matches(&key("missing"), &by_name));
+}

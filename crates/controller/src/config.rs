@@ -1,0 +1,238 @@
+//! The controller's settings: one flag per setting, each also read from an
+//! environment variable (the Helm chart sets those), each validated with an
+//! error that names the flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every worker pool accepts 1..=1024 workers.
+pub const MAX_WORKERS: u16 = 1024;
+
+fn workers(s: &str) -> Result<usize, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of workers"))?;
+    if n == 0 || n > u64::from(MAX_WORKERS) {
+        return Err(format!("{n} is not in 1..={MAX_WORKERS}"));
+    }
+    Ok(n as usize)
+}
+
+/// Parses `250ms`, `30s`, `10m` or `1h` (a bare number is seconds). Zero
+/// is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 30.0 * 86400.0 {
+        return Err(format!("{s:?} must be above zero and at most 30 days"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Workers of the GitRepo controller.
+    #[arg(long, env = "FLOTILLA_GITREPO_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    pub gitrepo_workers: usize,
+    /// Workers of the fan-out controller (Bundles -> BundleDeployments, and
+    /// the cluster namespaces).
+    #[arg(long, env = "FLOTILLA_FANOUT_WORKERS", default_value = "8", value_parser = workers, value_name = "N")]
+    pub fanout_workers: usize,
+    /// Workers of the GC controller.
+    #[arg(long, env = "FLOTILLA_GC_WORKERS", default_value = "8", value_parser = workers, value_name = "N")]
+    pub gc_workers: usize,
+    /// Workers of the status controller.
+    #[arg(long, env = "FLOTILLA_STATUS_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    pub status_workers: usize,
+    /// Workers of the in-process agents (one pool per downstream cluster).
+    #[arg(long, env = "FLOTILLA_AGENT_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    pub agent_workers: usize,
+    /// How often the GC safety sweep looks for stale BundleDeployments it
+    /// should already have deleted.
+    #[arg(long, env = "FLOTILLA_GC_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub gc_sweep_interval: Duration,
+    /// Elect a leader through a Lease; only the leader writes.
+    #[arg(long, env = "FLOTILLA_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(
+        long,
+        env = "FLOTILLA_LEASE_NAMESPACE",
+        default_value = "flotilla-system",
+        value_name = "NS"
+    )]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "FLOTILLA_LEASE_NAME",
+        default_value = "flotilla-controller",
+        value_name = "NAME"
+    )]
+    pub lease_name: String,
+    /// How long a lease lasts without renewal before another replica may
+    /// take it.
+    #[arg(long, env = "FLOTILLA_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, env = "FLOTILLA_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_renew_deadline: Duration,
+    /// How often replicas try to acquire or renew the lease.
+    #[arg(long, env = "FLOTILLA_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_retry_period: Duration,
+    /// This replica's name in the lease; defaults to the pod name, else the
+    /// host name and process id.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(
+        long,
+        env = "FLOTILLA_HTTP_ADDR",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
+    pub http_addr: SocketAddr,
+}
+
+impl Default for ControllerArgs {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: ControllerArgs,
+        }
+        <Wrap as clap::Parser>::parse_from(["flotilla"]).args
+    }
+}
+
+impl ControllerArgs {
+    /// Checks what one flag alone cannot: the lease timings together.
+    pub fn validate(&self) -> Result<(), String> {
+        self.leader_config("validate").validate()
+    }
+
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "flotilla".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn leader_config(&self, identity: &str) -> flotilla_leader::Config {
+        flotilla_leader::Config {
+            namespace: self.lease_namespace.clone(),
+            name: self.lease_name.clone(),
+            identity: identity.to_owned(),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ControllerArgs, String> {
+        let mut argv = vec!["flotilla"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map(|c| c.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let a = ControllerArgs::default();
+        assert_eq!(
+            (
+                a.gitrepo_workers,
+                a.fanout_workers,
+                a.gc_workers,
+                a.status_workers,
+                a.agent_workers
+            ),
+            (4, 8, 8, 4, 4)
+        );
+        assert_eq!(a.gc_sweep_interval, Duration::from_secs(600));
+        assert_eq!(a.lease_duration, Duration::from_secs(15));
+        assert!(a.leader_elect);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn worker_flags_accept_the_range_and_name_the_flag_when_refusing() {
+        for flag in [
+            "--gitrepo-workers",
+            "--fanout-workers",
+            "--gc-workers",
+            "--status-workers",
+            "--agent-workers",
+        ] {
+            assert!(parse(&[flag, "1"]).is_ok(), "{flag} 1");
+            assert!(parse(&[flag, "1024"]).is_ok(), "{flag} 1024");
+            for bad in ["0", "1025", "-3", "many", ""] {
+                let arg = format!("{flag}={bad}");
+                let err = parse(&[&arg]).expect_err(bad);
+                assert!(err.contains(flag), "{flag} {bad:?}: {err}");
+            }
+        }
+        assert_eq!(parse(&["--gc-workers", "17"]).unwrap().gc_workers, 17);
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        let table = [
+            ("250ms", Some(Duration::from_millis(250))),
+            ("30s", Some(Duration::from_secs(30))),
+            ("30", Some(Duration::from_secs(30))),
+            ("10m", Some(Duration::from_secs(600))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("0s", None),
+            ("-1s", None),
+            ("10d", None),
+            ("soon", None),
+            ("", None),
+        ];
+        for (input, want) in table {
+            assert_eq!(parse_duration(input).ok(), want, "{input:?}");
+        }
+        let err = parse(&["--gc-sweep-interval", "0s"]).unwrap_err();
+        assert!(err.contains("--gc-sweep-interval"), "{err}");
+    }
+
+    #[test]
+    fn lease_timings_are_checked_together() {
+        let mut a = parse(&["--lease-duration", "5s", "--lease-renew-deadline", "10s"]).unwrap();
+        assert!(a.validate().is_err(), "renew deadline above the duration");
+        a.lease_renew_deadline = Duration::from_secs(3);
+        a.lease_retry_period = Duration::from_secs(1);
+        a.validate().unwrap();
+    }
+}

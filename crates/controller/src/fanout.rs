@@ -1,0 +1,376 @@
+//! The fan-out controller.
+//!
+//! Wakes on: a Bundle spec change, a targeting change that adds or
+//! re-customizes one of its clusters, a cluster namespace appearing, a
+//! BundleDeployment of a waiting rollout changing status, and the deletion
+//! of a BundleDeployment that is still targeted.
+//!
+//! Computes: for each targeted cluster, the options after customization,
+//! the `deploymentID`, and through the rollout strategy whether the
+//! cluster gets it now or has it staged.
+//!
+//! Writes: one server-side apply per BundleDeployment whose spec or labels
+//! differ from what it computed, nothing otherwise; the Bundle finalizer
+//! once; and each Cluster's namespace.
+
+use crate::queue::Action;
+use crate::rollout::{self, Current, Plan, Step, Target};
+use crate::topology::{Topology, cluster_namespace};
+use crate::{Context, Error, FanoutKey};
+use flotilla_api::k8s_openapi::api::core::v1::Namespace;
+use flotilla_api::{Bundle, BundleDeployment, BundleDeploymentOptions, BundleDeploymentSpec, keys};
+use flotilla_targeting::{CompiledCriteria, ObjectKey, resolve_options};
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Concurrent writes within one reconcile.
+const WRITE_CONCURRENCY: usize = 16;
+
+pub async fn reconcile(ctx: Arc<Context>, key: FanoutKey) -> Result<Action, Error> {
+    match key {
+        FanoutKey::Bundle(key) => bundle(&ctx, &key).await,
+        FanoutKey::Cluster(key) => namespace(&ctx, &key).await.map(|_| Action::Done),
+    }
+}
+
+/// One targeted cluster, everything the plan and the writes need.
+pub struct Desired {
+    pub cluster: ObjectKey,
+    pub namespace: String,
+    pub options: BundleDeploymentOptions,
+    pub existing: Option<Arc<BundleDeployment>>,
+}
+
+/// The targets of a bundle and their rollout plan. Shared with the status
+/// controller, which reports the plan's partitions.
+pub struct Rollout {
+    pub desired: Vec<Desired>,
+    pub targets: Vec<Target>,
+    pub plan: Result<Plan, String>,
+}
+
+pub fn plan_bundle(ctx: &Context, topo: &Topology, bundle: &Bundle) -> Rollout {
+    let key = ObjectKey::of(&bundle.metadata);
+    let strategy = bundle.spec.rollout_strategy.clone().unwrap_or_default();
+    let partition_criteria: Result<Vec<CompiledCriteria>, String> = strategy
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            CompiledCriteria::compile(&p.criteria, &format!("rolloutStrategy.partitions[{i}]"))
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let bds = topo.bds_of_bundle(&key);
+    let mut desired = Vec::new();
+    let mut targets = Vec::new();
+    for cluster in topo.index.clusters_of(&key) {
+        let Some(cluster_obj) = ctx.clusters.get(&cluster) else {
+            continue;
+        };
+        let namespace = cluster_namespace(&cluster);
+        let ns_ready = ctx
+            .namespaces
+            .get(&ObjectKey::new("", &namespace))
+            .is_some_and(|ns| ns.metadata.deletion_timestamp.is_none());
+        if !ns_ready {
+            // Its namespace's creation wakes this bundle again.
+            continue;
+        }
+        let customizations = topo
+            .index
+            .placement(&key, &cluster)
+            .map(|p| p.customizations)
+            .unwrap_or_default();
+        let options = resolve_options(
+            &bundle.spec.options,
+            customizations
+                .iter()
+                .filter_map(|&i| bundle.spec.target_customizations.get(i)),
+        );
+        let desired_id = flotilla_bundle::deployment_id(&bundle.spec.content_id, &options);
+        let existing = bds.get(&cluster).and_then(|k| ctx.bds.get(k));
+        let partition = partition_criteria.as_ref().ok().and_then(|crit| {
+            crit.iter()
+                .position(|c| topo.index.cluster_matches(&cluster, c))
+        });
+        targets.push(Target {
+            name: cluster.name.to_string(),
+            partition,
+            paused: bundle.spec.paused || cluster_obj.spec.paused,
+            desired_id,
+            current: existing.as_ref().map(|bd| Current {
+                deployment_id: bd.spec.deployment_id.clone(),
+                applied_id: bd
+                    .status
+                    .as_ref()
+                    .map(|s| s.applied_deployment_id.clone())
+                    .unwrap_or_default(),
+                ready: bd.status.as_ref().is_some_and(|s| s.ready),
+            }),
+            state: existing
+                .as_ref()
+                .map(|bd| bd.state())
+                .unwrap_or(flotilla_api::BundleState::Pending),
+        });
+        desired.push(Desired {
+            cluster,
+            namespace,
+            options,
+            existing,
+        });
+    }
+    let plan = partition_criteria.and_then(|_| rollout::plan(&strategy, &targets));
+    Rollout {
+        desired,
+        targets,
+        plan,
+    }
+}
+
+/// The BundleDeployment one step asks for.
+fn deployment(bundle: &Bundle, d: &Desired, target: &Target, step: Step) -> BundleDeployment {
+    let mut spec = BundleDeploymentSpec {
+        staged_deployment_id: target.desired_id.clone(),
+        staged_options: Some(d.options.clone()),
+        paused: target.paused,
+        depends_on: bundle.spec.depends_on.clone(),
+        correct_drift: d.options.correct_drift.clone(),
+        ..Default::default()
+    };
+    match (step, &d.existing) {
+        (Step::Promote, _) => {
+            spec.deployment_id = target.desired_id.clone();
+            spec.content_id = bundle.spec.content_id.clone();
+            spec.options = d.options.clone();
+        }
+        (_, Some(existing)) => {
+            spec.deployment_id = existing.spec.deployment_id.clone();
+            spec.content_id = existing.spec.content_id.clone();
+            spec.options = existing.spec.options.clone();
+        }
+        (_, None) => {}
+    }
+    let bundle_key = ObjectKey::of(&bundle.metadata);
+    let mut labels = BTreeMap::from([
+        (
+            keys::MANAGED_BY.to_owned(),
+            keys::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (keys::BUNDLE_NAME.to_owned(), bundle_key.name.to_string()),
+        (
+            keys::BUNDLE_NAMESPACE.to_owned(),
+            bundle_key.namespace.to_string(),
+        ),
+        (keys::CLUSTER_NAME.to_owned(), d.cluster.name.to_string()),
+        (
+            keys::CLUSTER_NAMESPACE.to_owned(),
+            d.cluster.namespace.to_string(),
+        ),
+    ]);
+    if let Some(repo) = bundle
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::REPO_NAME))
+    {
+        labels.insert(keys::REPO_NAME.to_owned(), repo.clone());
+    }
+    BundleDeployment {
+        metadata: ObjectMeta {
+            name: Some(bundle_key.name.to_string()),
+            namespace: Some(d.namespace.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// Whether `existing` already says everything `want` says.
+fn up_to_date(existing: &BundleDeployment, want: &BundleDeployment) -> bool {
+    let have = existing.metadata.labels.as_ref();
+    let labels_match = want
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v));
+    labels_match && existing.spec == want.spec
+}
+
+async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
+    let Some(bundle) = ctx.bundles.get(key) else {
+        return Ok(Action::Done);
+    };
+    if bundle.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::Done);
+    }
+    ensure_finalizer(ctx, &bundle).await?;
+    let rollout = {
+        let topo = ctx.topo();
+        if topo.bundle_errors.contains_key(key) {
+            // The status controller reports the error; deployments stay.
+            return Ok(Action::Done);
+        }
+        plan_bundle(ctx, &topo, &bundle)
+    };
+    let plan = match &rollout.plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::warn!(bundle = %key, error = %e, "invalid rollout strategy; deployments stay as they are");
+            return Ok(Action::Done);
+        }
+    };
+    let writes: Vec<BundleDeployment> = rollout
+        .desired
+        .iter()
+        .zip(&rollout.targets)
+        .zip(&plan.steps)
+        .filter(|(_, step)| **step != Step::Wait)
+        .map(|((d, t), step)| (d, deployment(&bundle, d, t, *step)))
+        .filter(|(d, want)| d.existing.as_ref().is_none_or(|e| !up_to_date(e, want)))
+        .map(|(_, want)| want)
+        .collect();
+    let written = writes.len();
+    let results: Vec<Result<(), Error>> = futures::stream::iter(writes)
+        .map(|bd| apply(ctx, bd))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    {
+        let mut waiting = ctx.rollout_waiting.lock().expect("rollout lock");
+        if plan.waiting(&rollout.targets) {
+            waiting.insert(key.clone());
+        } else {
+            waiting.remove(key);
+        }
+    }
+    results.into_iter().collect::<Result<(), Error>>()?;
+    if written > 0 {
+        tracing::debug!(bundle = %key, written, targets = rollout.targets.len(), "bundle deployments written");
+    }
+    let max_new = bundle
+        .spec
+        .rollout_strategy
+        .as_ref()
+        .and_then(|r| r.max_new)
+        .unwrap_or(rollout::DEFAULT_MAX_NEW);
+    if plan.deferred_creations(&rollout.targets, max_new) {
+        return Ok(Action::Requeue);
+    }
+    Ok(Action::Done)
+}
+
+async fn apply(ctx: &Context, bd: BundleDeployment) -> Result<(), Error> {
+    let name = bd.metadata.name.clone().unwrap_or_default();
+    let ns = bd.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<BundleDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.metrics.write("BundleDeployment", "apply");
+    api.patch(
+        &name,
+        &PatchParams::apply(keys::CONTROLLER_FIELD_MANAGER).force(),
+        &Patch::Apply(&bd),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        verb: "apply",
+        kind: "BundleDeployment",
+        name: format!("{ns}/{name}"),
+        source,
+    })?;
+    Ok(())
+}
+
+async fn ensure_finalizer(ctx: &Context, bundle: &Bundle) -> Result<(), Error> {
+    let mut finalizers = bundle.metadata.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == keys::BUNDLE_FINALIZER) {
+        return Ok(());
+    }
+    finalizers.push(keys::BUNDLE_FINALIZER.to_owned());
+    let key = ObjectKey::of(&bundle.metadata);
+    let api: Api<Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": bundle.metadata.resource_version,
+            "finalizers": finalizers,
+        }
+    });
+    ctx.metrics.write("Bundle", "patch");
+    api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Write {
+            verb: "add the finalizer to",
+            kind: "Bundle",
+            name: key.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Creates a Cluster's namespace, or deletes it once the Cluster is gone.
+async fn namespace(ctx: &Context, cluster: &ObjectKey) -> Result<(), Error> {
+    let name = cluster_namespace(cluster);
+    let alive = ctx
+        .clusters
+        .get(cluster)
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+    let existing = ctx.namespaces.get(&ObjectKey::new("", &name));
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match (alive, existing) {
+        (true, None) => {
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(BTreeMap::from([
+                        (
+                            keys::MANAGED_BY.to_owned(),
+                            keys::MANAGED_BY_VALUE.to_owned(),
+                        ),
+                        (keys::CLUSTER_NAME.to_owned(), cluster.name.to_string()),
+                        (
+                            keys::CLUSTER_NAMESPACE.to_owned(),
+                            cluster.namespace.to_string(),
+                        ),
+                    ])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            ctx.metrics.write("Namespace", "create");
+            match api.create(&PostParams::default(), &ns).await {
+                Ok(_) => {
+                    tracing::info!(cluster = %cluster, namespace = %name, "cluster namespace created");
+                    Ok(())
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(source) => Err(Error::Write {
+                    verb: "create",
+                    kind: "Namespace",
+                    name,
+                    source,
+                }),
+            }
+        }
+        (false, Some(ns)) if ns.metadata.deletion_timestamp.is_none() => {
+            ctx.metrics.write("Namespace", "delete");
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(cluster = %cluster, namespace = %name, "cluster gone; namespace deleted");
+                    Ok(())
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(source) => Err(Error::Write {
+                    verb: "delete",
+                    kind: "Namespace",
+                    name,
+                    source,
+                }),
+            }
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,147 @@
+//! Flotilla's controllers, on the management cluster:
+//! - **fan-out**: Bundle -> one BundleDeployment per targeted cluster, through
+//!   the rollout strategy; it also creates each Cluster's namespace;
+//! - **gc**: deletes a BundleDeployment the moment its (bundle, cluster)
+//!   pair stops being targeted, and releases a deleted Bundle once its
+//!   BundleDeployments are gone;
+//! - **status**: aggregates BundleDeployment status into Bundle, Cluster,
+//!   ClusterGroup and GitRepo status.
+//!
+//! What wakes them: one hub task watches Clusters, ClusterGroups, Bundles,
+//! BundleDeployments, GitRepos and the cluster namespaces into shared
+//! caches, feeds the incremental targeting index, and queues exactly the
+//! keys each event concerns (see `hub.rs`). No controller runs on a timer,
+//! and none is woken by a write that changes nothing it reads: a
+//! BundleDeployment's spec (the fan-out's own write) wakes only GC, and
+//! status writes wake nobody. The one periodic task is the GC safety sweep,
+//! which only counts and reports.
+//!
+//! Every replica watches and keeps its caches warm; only the one holding
+//! the Lease runs workers, so only the leader writes.
+
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+mod fanout;
+mod gc;
+mod hub;
+pub mod metrics;
+pub mod queue;
+pub mod rollout;
+mod status;
+pub mod topology;
+
+pub use config::ControllerArgs;
+pub use flotilla_targeting::ObjectKey;
+pub use metrics::Metrics;
+pub use topology::cluster_namespace;
+
+use crate::cache::Cache;
+use crate::queue::Queue;
+use crate::topology::Topology;
+use flotilla_api::k8s_openapi::api::core::v1::Namespace;
+use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, GitRepo};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+
+/// Field manager of the status controller's server-side applies.
+pub const STATUS_FIELD_MANAGER: &str = "flotilla-status";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{verb} {kind} {name}: {source}")]
+    Write {
+        verb: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FanoutKey {
+    Bundle(ObjectKey),
+    /// A Cluster's namespace.
+    Cluster(ObjectKey),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GcKey {
+    /// Is this BundleDeployment still targeted?
+    Deployment(ObjectKey),
+    /// Can this deleted Bundle's finalizer go?
+    Bundle(ObjectKey),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StatusKey {
+    Bundle(ObjectKey),
+    Cluster(ObjectKey),
+    Group(ObjectKey),
+    GitRepo(ObjectKey),
+}
+
+/// Everything the controllers share.
+pub struct Context {
+    pub client: kube::Client,
+    pub args: ControllerArgs,
+    pub clusters: Arc<Cache<Cluster>>,
+    pub groups: Arc<Cache<ClusterGroup>>,
+    pub bundles: Arc<Cache<Bundle>>,
+    pub bds: Arc<Cache<BundleDeployment>>,
+    pub gitrepos: Arc<Cache<GitRepo>>,
+    pub namespaces: Arc<Cache<Namespace>>,
+    pub topo: RwLock<Topology>,
+    pub fanout: Arc<Queue<FanoutKey>>,
+    pub gc: Arc<Queue<GcKey>>,
+    pub status: Arc<Queue<StatusKey>>,
+    pub metrics: Arc<Metrics>,
+    /// Bundles with a rollout in progress: a BundleDeployment's status
+    /// change may let more clusters move, so it wakes the fan-out.
+    pub rollout_waiting: Mutex<HashSet<ObjectKey>>,
+    /// Where `/metrics` is served, once bound.
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    synced: watch::Sender<bool>,
+    leading: watch::Sender<bool>,
+}
+
+impl Context {
+    fn new(client: kube::Client, args: ControllerArgs) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        Context {
+            client,
+            args,
+            clusters: Default::default(),
+            groups: Default::default(),
+            bundles: Default::default(),
+            bds: Default::default(),
+            gitrepos: Default::default(),
+            namespaces: Default::default(),
+            topo: RwLock::new(Topology::default()),
+            fanout: Arc::new(Queue::new("fanout", Arc::clone(&metrics))),
+            gc: Arc::new(Queue::new("gc", Arc::clone(&metrics))),
+            status: Arc::new(Queue::new("status", Arc::clone(&metrics))),
+            metrics,
+            rollout_waiting: Mutex::new(HashSet::new()),
+            http_addr: std::sync::OnceLock::new(),
+            synced: watch::channel(false).0,
+            leading: watch::channel(false).0,
+        }
+    }
+
+    /// True while this replica leads.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    pub fn topo(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
+        self.topo.read().expect("topology lock")
+    }
+}
+
+mod run;
+pub use run::Controller;

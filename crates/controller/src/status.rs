@@ -1,0 +1,349 @@
+//! The status controller.
+//!
+//! Wakes on: a BundleDeployment created, deleted or with a new status; a
+//! targeting change (which changes what is desired); a Bundle spec change;
+//! a Cluster or ClusterGroup created or changed; a GitRepo created.
+//!
+//! Computes: per-state summaries straight from the BundleDeployments (never
+//! from other summaries, so no status write has to wait for another), the
+//! `x/y` display fields, kstatus conditions and the rollout partitions.
+//! Summaries hold no timestamps and bounded, sorted lists, so the same
+//! inputs always give the same status.
+//!
+//! Writes: a server-side apply of the fields it owns (field manager
+//! `flotilla-status`) when they differ from what is stored; nothing
+//! otherwise. Status changes wake no controller.
+
+use crate::fanout::plan_bundle;
+use crate::queue::Action;
+use crate::topology::{Topology, cluster_namespace};
+use crate::{Context, Error, STATUS_FIELD_MANAGER, StatusKey};
+use flotilla_api::condition::{self, ConditionUpdate, set_condition};
+use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use flotilla_api::k8s_openapi::jiff::Timestamp;
+use flotilla_api::{
+    Bundle, BundleState, BundleSummary, Cluster, ClusterGroup, GitRepo,
+    cluster::MAX_NON_READY_CLUSTERS,
+};
+use flotilla_targeting::ObjectKey;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub async fn reconcile(ctx: Arc<Context>, key: StatusKey) -> Result<Action, Error> {
+    match &key {
+        StatusKey::Bundle(k) => bundle(&ctx, k).await?,
+        StatusKey::Cluster(k) => cluster(&ctx, k).await?,
+        StatusKey::Group(k) => group(&ctx, k).await?,
+        StatusKey::GitRepo(k) => gitrepo(&ctx, k).await?,
+    }
+    Ok(Action::Done)
+}
+
+/// The state of one (bundle, cluster) pair that is targeted.
+fn pair_state(
+    ctx: &Context,
+    topo: &Topology,
+    bundle: &ObjectKey,
+    cluster: &ObjectKey,
+) -> (BundleState, String) {
+    let bd = topo
+        .bds_by_bundle
+        .get(bundle)
+        .and_then(|m| m.get(cluster))
+        .and_then(|k| ctx.bds.get(k));
+    match bd {
+        Some(bd) => (bd.state(), bd.state_message()),
+        None => (
+            BundleState::Pending,
+            "waiting for its BundleDeployment".into(),
+        ),
+    }
+}
+
+/// Summary of one cluster over the bundles that target it.
+fn cluster_summary(ctx: &Context, topo: &Topology, cluster: &ObjectKey) -> BundleSummary {
+    let mut s = BundleSummary::default();
+    for bundle in topo.index.bundles_of(cluster) {
+        let (state, message) = pair_state(ctx, topo, &bundle, cluster);
+        s.add(state, &bundle.name, &message);
+    }
+    s
+}
+
+fn display_state(summary: &BundleSummary) -> String {
+    summary
+        .worst_state()
+        .unwrap_or(BundleState::Ready)
+        .as_str()
+        .to_owned()
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Ready / Reconciling / Stalled, kstatus style.
+fn conditions(
+    existing: &[Condition],
+    summary: &BundleSummary,
+    error: Option<(&str, String)>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut conds = existing.to_vec();
+    let t = now();
+    let all_ready = summary.ready == summary.desired_ready;
+    let first_non_ready = summary
+        .non_ready_resources
+        .first()
+        .map(|r| {
+            let state = r
+                .bundle_state
+                .map(BundleState::as_str)
+                .unwrap_or("NotReady");
+            if r.message.is_empty() {
+                format!("{}: {state}", r.name)
+            } else {
+                format!("{}: {state}: {}", r.name, r.message)
+            }
+        })
+        .unwrap_or_default();
+    let (ready, ready_reason, ready_message) = match &error {
+        Some((reason, message)) => (false, *reason, message.clone()),
+        None if all_ready => (true, "Ready", String::new()),
+        None => (false, "NotReady", first_non_ready.clone()),
+    };
+    let updates = [
+        ConditionUpdate {
+            type_: condition::READY,
+            status: ready,
+            reason: ready_reason,
+            message: &ready_message,
+            observed_generation: generation,
+        },
+        ConditionUpdate {
+            type_: condition::RECONCILING,
+            status: error.is_none() && !all_ready,
+            reason: if error.is_none() && !all_ready {
+                "Progressing"
+            } else {
+                "Idle"
+            },
+            message: if error.is_none() {
+                &first_non_ready
+            } else {
+                ""
+            },
+            observed_generation: generation,
+        },
+        ConditionUpdate {
+            type_: condition::STALLED,
+            status: error.is_some(),
+            reason: error.as_ref().map_or("Fine", |(r, _)| r),
+            message: error.as_ref().map_or("", |(_, m)| m.as_str()),
+            observed_generation: generation,
+        },
+    ];
+    for u in updates {
+        set_condition(&mut conds, u, &t);
+    }
+    conds
+}
+
+async fn apply_status<K>(
+    ctx: &Context,
+    key: &ObjectKey,
+    kind: &'static str,
+    status: Value,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": &*key.name, "namespace": &*key.namespace},
+        "status": status,
+    });
+    ctx.metrics.write(kind, "apply-status");
+    match api
+        .patch_status(
+            &key.name,
+            &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Write {
+            verb: "apply the status of",
+            kind,
+            name: key.to_string(),
+            source,
+        }),
+    }
+}
+
+async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let Some(b) = ctx.bundles.get(key) else {
+        return Ok(());
+    };
+    let (summary, rollout, error) = {
+        let topo = ctx.topo();
+        let rollout = plan_bundle(ctx, &topo, &b);
+        let mut summary = BundleSummary::default();
+        for cluster in topo.index.clusters_of(key) {
+            let (state, message) = pair_state(ctx, &topo, key, &cluster);
+            summary.add(state, &cluster.to_string(), &message);
+        }
+        let error = match (topo.bundle_errors.get(key), &rollout.plan) {
+            (Some(e), _) => Some(("InvalidTargets", e.to_string())),
+            (None, Err(e)) => Some(("InvalidRolloutStrategy", e.clone())),
+            _ => None,
+        };
+        (summary, rollout, error)
+    };
+    let old = b.status.clone().unwrap_or_default();
+    let mut new = old.clone();
+    new.observed_generation = b.metadata.generation.unwrap_or_default();
+    new.display.ready_clusters = summary.ready_display();
+    new.display.state = if error.is_some() {
+        "Stalled".into()
+    } else {
+        display_state(&summary)
+    };
+    if let Ok(plan) = &rollout.plan {
+        new.unavailable = plan.status.unavailable;
+        new.max_unavailable = plan.status.max_unavailable;
+        new.unavailable_partitions = plan.status.unavailable_partitions;
+        new.max_unavailable_partitions = plan.status.max_unavailable_partitions;
+        new.partitions = plan.status.partitions.clone();
+    }
+    new.conditions = conditions(&old.conditions, &summary, error, b.metadata.generation);
+    new.summary = summary;
+    if new == old {
+        return Ok(());
+    }
+    let status = serde_json::to_value(&new).expect("status serializes");
+    apply_status::<Bundle>(ctx, key, "Bundle", status).await
+}
+
+async fn cluster(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let Some(c) = ctx.clusters.get(key) else {
+        return Ok(());
+    };
+    let summary = cluster_summary(ctx, &ctx.topo(), key);
+    let old = c.status.clone().unwrap_or_default();
+    let mut new = old.clone();
+    new.namespace = cluster_namespace(key);
+    new.display.ready_bundles = summary.ready_display();
+    new.display.state = display_state(&summary);
+    new.conditions = conditions(&old.conditions, &summary, None, c.metadata.generation);
+    new.summary = summary;
+    if new == old {
+        return Ok(());
+    }
+    // Only the fields this controller owns; `agent` belongs to the agent.
+    let status = json!({
+        "namespace": new.namespace,
+        "summary": new.summary,
+        "display": new.display,
+        "conditions": new.conditions,
+    });
+    apply_status::<Cluster>(ctx, key, "Cluster", status).await
+}
+
+async fn group(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let Some(g) = ctx.groups.get(key) else {
+        return Ok(());
+    };
+    let (summary, count, non_ready, error) = {
+        let topo = ctx.topo();
+        let members = topo.index.group_members(key);
+        let mut summary = BundleSummary::default();
+        let mut non_ready = Vec::new();
+        for cluster in &members {
+            let s = cluster_summary(ctx, &topo, cluster);
+            if s.ready != s.desired_ready {
+                non_ready.push(cluster.name.to_string());
+            }
+            summary.merge(&s);
+        }
+        let error = topo
+            .group_errors
+            .get(key)
+            .map(|e| ("InvalidSelector", e.to_string()));
+        (summary, members.len() as u32, non_ready, error)
+    };
+    let old = g.status.clone().unwrap_or_default();
+    let mut new = old.clone();
+    new.cluster_count = count;
+    new.non_ready_cluster_count = non_ready.len() as u32;
+    new.non_ready_clusters = non_ready.into_iter().take(MAX_NON_READY_CLUSTERS).collect();
+    new.display.ready_clusters = format!("{}/{}", count - new.non_ready_cluster_count, count);
+    new.display.ready_bundles = summary.ready_display();
+    new.display.state = if error.is_some() {
+        "Stalled".into()
+    } else {
+        display_state(&summary)
+    };
+    new.conditions = conditions(&old.conditions, &summary, error, g.metadata.generation);
+    new.summary = summary;
+    if new == old {
+        return Ok(());
+    }
+    let status = serde_json::to_value(&new).expect("status serializes");
+    apply_status::<ClusterGroup>(ctx, key, "ClusterGroup", status).await
+}
+
+async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let Some(repo) = ctx.gitrepos.get(key) else {
+        return Ok(());
+    };
+    let (summary, ready_clusters, desired_clusters) = {
+        let topo = ctx.topo();
+        let mut summary = BundleSummary::default();
+        // cluster -> every bundle of the repo Ready on it.
+        let mut clusters: BTreeMap<ObjectKey, bool> = BTreeMap::new();
+        for bundle in topo.bundles_by_repo.get(key).into_iter().flatten() {
+            for cluster in topo.index.clusters_of(bundle) {
+                let (state, message) = pair_state(ctx, &topo, bundle, &cluster);
+                let message = if message.is_empty() {
+                    format!("cluster {cluster}")
+                } else {
+                    format!("cluster {cluster}: {message}")
+                };
+                summary.add(state, &bundle.name, &message);
+                *clusters.entry(cluster).or_insert(true) &= state == BundleState::Ready;
+            }
+        }
+        let ready = clusters.values().filter(|r| **r).count() as u32;
+        (summary, ready, clusters.len() as u32)
+    };
+    let old = repo.status.clone().unwrap_or_default();
+    let unchanged = old.summary == summary
+        && old.ready_clusters == ready_clusters
+        && old.desired_ready_clusters == desired_clusters
+        && old.display.ready_clusters == format!("{ready_clusters}/{desired_clusters}")
+        && old.display.state == display_state(&summary);
+    if unchanged {
+        return Ok(());
+    }
+    // The GitRepo controller owns commit, conditions and the message.
+    let status = json!({
+        "readyClusters": ready_clusters,
+        "desiredReadyClusters": desired_clusters,
+        "summary": summary,
+        "display": {
+            "readyClusters": format!("{ready_clusters}/{desired_clusters}"),
+            "state": display_state(&summary),
+        },
+    });
+    apply_status::<GitRepo>(ctx, key, "GitRepo", status).await
+}

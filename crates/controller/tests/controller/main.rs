@@ -1,0 +1,9 @@
+//! Integration tests of the controllers against the embedded API server,
+//! with fake agents standing in for the real ones. One binary, to keep
+//! builds short.
+
+mod fanout;
+mod gc;
+mod ha;
+mod steady;
+mod support;
