@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod controller;
 mod crds;
 mod plan;
 
