@@ -236,3 +236,131 @@ mod tests {
         a.validate().unwrap();
     }
 }
+
+/// The Helm chart sets every setting through its environment variable; these
+/// tests render it with the real Helm engine (the shim `.ci/test` installs)
+/// and parse the result as the binary would.
+#[cfg(test)]
+mod chart_tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+    use std::path::Path;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn render(values: Option<&str>) -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(root.join("testdata/helm-shim/helm"))
+            .args(["template", "flotilla"])
+            .arg(root.join("charts/flotilla"))
+            .args(["--namespace", "flotilla-system"]);
+        let dir = std::env::temp_dir().join(format!("flotilla-chart-{}", std::process::id()));
+        if let Some(v) = values {
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join(format!("values-{}.yaml", v.len()));
+            std::fs::write(&file, v).unwrap();
+            cmd.arg("--values").arg(file);
+        }
+        let out = cmd.output().expect("python3 runs the helm shim");
+        assert!(
+            out.status.success(),
+            "helm template failed (bash .ci/test installs helm-python-sdk): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).expect("rendered YAML");
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Maps each rendered variable to its flag, as clap's `env` would.
+    fn parse_env(env: &[(String, String)]) -> ControllerArgs {
+        let cmd = Cli::command();
+        let mut argv = vec!["flotilla".to_owned()];
+        for (name, value) in env {
+            if let Some(arg) = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+            {
+                argv.push(format!("--{}={value}", arg.get_long().unwrap()));
+            }
+        }
+        Cli::try_parse_from(argv)
+            .expect("the chart's settings parse")
+            .args
+    }
+
+    #[test]
+    fn default_values_match_the_flag_defaults() {
+        let args = parse_env(&render(None));
+        let d = ControllerArgs::default();
+        assert_eq!(
+            (
+                args.gitrepo_workers,
+                args.fanout_workers,
+                args.gc_workers,
+                args.status_workers,
+                args.agent_workers
+            ),
+            (
+                d.gitrepo_workers,
+                d.fanout_workers,
+                d.gc_workers,
+                d.status_workers,
+                d.agent_workers
+            )
+        );
+        assert_eq!(args.gc_sweep_interval, d.gc_sweep_interval);
+        assert_eq!(args.lease_duration, d.lease_duration);
+        assert!(args.leader_elect);
+        args.validate().unwrap();
+    }
+
+    #[test]
+    fn every_pool_interval_and_lease_setting_is_a_value() {
+        let env = render(Some(
+            "workers: {gitrepo: 2, fanout: 64, gc: 32, status: 16, agent: 12}\n\
+             gc: {sweepInterval: 90s}\n\
+             leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
+             metrics: {port: 9090}\n",
+        ));
+        let args = parse_env(&env);
+        assert_eq!(
+            (
+                args.gitrepo_workers,
+                args.fanout_workers,
+                args.gc_workers,
+                args.status_workers,
+                args.agent_workers
+            ),
+            (2, 64, 32, 16, 12)
+        );
+        assert_eq!(args.gc_sweep_interval, Duration::from_secs(90));
+        assert!(!args.leader_elect);
+        assert_eq!(args.lease_duration, Duration::from_secs(30));
+        assert_eq!(args.lease_renew_deadline, Duration::from_secs(20));
+        assert_eq!(args.lease_retry_period, Duration::from_secs(5));
+        assert_eq!(args.lease_namespace, "flotilla-system");
+        assert_eq!(args.http_addr.port(), 9090);
+        args.validate().unwrap();
+    }
+}
