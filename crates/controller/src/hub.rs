@@ -516,7 +516,8 @@ impl Hub {
                 let key = ObjectKey::of(&new.metadata);
                 let pair = pair_of(&new);
                 let old_pair = old.as_deref().and_then(pair_of);
-                if old.is_none() || old_pair != pair {
+                let moved = old.is_none() || old_pair != pair;
+                if moved {
                     let mut topo = self.ctx.topo.write().expect("topology lock");
                     topo.untrack_bd(&key, old_pair.as_ref());
                     topo.track_bd(&key, pair.as_ref());
@@ -524,7 +525,7 @@ impl Hub {
                 let Some((bundle, cluster)) = pair else {
                     return;
                 };
-                if old.is_none() || old_pair.as_ref() != Some(&(bundle.clone(), cluster.clone())) {
+                if moved {
                     self.gc(GcKey::Deployment(key), "bundledeployment");
                 }
                 // Its state depends on both: the spec (deploymentID,

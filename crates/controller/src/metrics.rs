@@ -4,7 +4,7 @@
 //! - `flotilla_reconcile_duration_seconds{controller}`
 //! - `flotilla_queue_depth{controller}` and `flotilla_workers{controller}`
 //! - `flotilla_api_writes_total{kind,verb}`: every write the controllers
-//!   make (lease renewals are counted apart, in `flotilla_lease_renewals_total`)
+//!   make (leader-election Lease renewals are not counted)
 //! - `flotilla_gc_deleted_total`, `flotilla_gc_sweep_stale_found_total`,
 //!   `flotilla_gc_sweeps_total`
 //! - `flotilla_leader` (1 on the replica that leads) and `flotilla_caches_synced`
@@ -49,7 +49,6 @@ pub struct Metrics {
     gc_deleted: Counter,
     gc_sweep_stale: Counter,
     gc_sweeps: Counter,
-    lease_renewals: Counter,
     leader: Gauge,
     synced: Gauge,
 }
@@ -110,12 +109,6 @@ impl Metrics {
         );
         let gc_sweeps = Counter::default();
         registry.register("gc_sweeps", "Safety sweeps run", gc_sweeps.clone());
-        let lease_renewals = Counter::default();
-        registry.register(
-            "lease_renewals",
-            "Leader lease acquisitions and renewals",
-            lease_renewals.clone(),
-        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica leads", leader.clone());
         let synced = Gauge::default();
@@ -134,7 +127,6 @@ impl Metrics {
             gc_deleted,
             gc_sweep_stale,
             gc_sweeps,
-            lease_renewals,
             leader,
             synced,
         }
@@ -182,10 +174,6 @@ impl Metrics {
     pub fn gc_sweep(&self, stale_found: u64) {
         self.gc_sweeps.inc();
         self.gc_sweep_stale.inc_by(stale_found);
-    }
-
-    pub fn lease_renewed(&self) {
-        self.lease_renewals.inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -69,10 +69,6 @@ where
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Queues `key` unless it is already waiting.
     pub fn add(&self, key: K, trigger: &'static str) {
         let mut s = self.state.lock().expect("queue lock");
