@@ -97,6 +97,12 @@ fn main() {
             .unwrap()
             .block_on(serve_child(addr));
     }
+    if let Ok(filter) = std::env::var("FLOTILLA_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let o = opts();
     if args.iter().any(|a| a == "--rss-run") {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -142,9 +148,12 @@ async fn connect(o: &Opts) -> Cluster0 {
             }
         }
         None => {
+            // A watch history that covers a whole fan-out of this size:
+            // with the default 10,000 events a lagging watcher relists, and
+            // the embedded server can then lose objects (see the README).
             let server = flotilla_apiserver::Server::new(flotilla_apiserver::Config {
                 http: Default::default(),
-                history: 0,
+                history: 200_000,
             });
             Cluster0 {
                 client: kube::Client::new(server.router(), "default"),
@@ -462,11 +471,38 @@ async fn run(o: &Opts) {
         .collect();
     create_all(c, GC_NS, bundles).await;
     let total = o.clusters * o.bundles;
-    let ok = wait_until(&seen, &notify, Duration::from_secs(600), |s| {
+    let ok = wait_until(&seen, &notify, Duration::from_secs(120), |s| {
         s.live.len() >= total
     })
     .await;
-    assert!(ok, "fan-out of {total} did not complete");
+    if !ok {
+        let listed = Api::<BundleDeployment>::all(c.clone())
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or_default();
+        let text = metrics.encode();
+        eprintln!(
+            "server lists {listed}; gc deleted {}; reconcile errors {}",
+            sum_samples(&text, "flotilla_gc_deleted_total", None),
+            sum_samples(
+                &text,
+                "flotilla_reconciles_total",
+                Some(r#"result="error""#)
+            )
+        );
+    }
+    assert!(
+        ok,
+        "fan-out of {total} did not complete: {} seen; controller: {} applies, {} in queues",
+        seen.lock().unwrap().live.len(),
+        sum_samples(
+            &metrics.encode(),
+            "flotilla_api_writes_total",
+            Some(r#"verb="apply""#)
+        ),
+        sum_samples(&metrics.encode(), "flotilla_queue_depth", None),
+    );
     eprintln!(
         "setup: {total} deployments in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -293,21 +293,20 @@ async fn ensure_finalizer(ctx: &Context, bundle: &Bundle) -> Result<(), Error> {
     finalizers.push(keys::BUNDLE_FINALIZER.to_owned());
     let key = ObjectKey::of(&bundle.metadata);
     let api: Api<Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = serde_json::json!({
-        "metadata": {
-            "resourceVersion": bundle.metadata.resource_version,
-            "finalizers": finalizers,
-        }
-    });
+    let patch = crate::finalizers_patch(&bundle.metadata, &finalizers);
     ctx.metrics.write("Bundle", "patch");
-    api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Write {
-            verb: "add the finalizer to",
-            kind: "Bundle",
-            name: key.to_string(),
-            source,
-        })?;
+    api.patch(
+        &key.name,
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        verb: "add the finalizer to",
+        kind: "Bundle",
+        name: key.to_string(),
+        source,
+    })?;
     Ok(())
 }
 

@@ -97,20 +97,20 @@ async fn release_bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         tracing::debug!(bundle = %key, remaining, "bundle waits for its deployments");
         return Ok(());
     }
-    let rest: Vec<&String> = finalizers
+    let rest: Vec<String> = finalizers
         .iter()
         .filter(|f| *f != keys::BUNDLE_FINALIZER)
+        .cloned()
         .collect();
-    let patch = serde_json::json!({
-        "metadata": {
-            "resourceVersion": bundle.metadata.resource_version,
-            "finalizers": rest,
-        }
-    });
+    let patch = crate::finalizers_patch(&bundle.metadata, &rest);
     let api: Api<Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
     ctx.metrics.write("Bundle", "patch");
     match api
-        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
         .await
     {
         Ok(_) => {

@@ -56,7 +56,12 @@ pub fn watches(client: &kube::Client) -> Vec<EventStream> {
         Box::pin(
             watcher(api, config)
                 .default_backoff()
-                .map(move |e| e.map(&wrap)),
+                .map(move |e| {
+                    if let Err(error) = &e {
+                        tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying with backoff");
+                    }
+                    e.map(&wrap)
+                }),
         )
     }
     let all = watcher::Config::default;
@@ -120,9 +125,9 @@ impl Hub {
         mut events: impl Stream<Item = Result<Event, watcher::Error>> + Unpin,
     ) {
         while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => self.handle(event),
-                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            // Errors are logged, with their kind, where the stream is made.
+            if let Ok(event) = event {
+                self.handle(event);
             }
         }
     }

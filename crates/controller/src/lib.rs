@@ -145,3 +145,21 @@ impl Context {
 
 mod run;
 pub use run::Controller;
+
+/// A JSON patch that sets an object's finalizers to `want`, guarded by a
+/// test of the list it read, so that it conflicts only with a concurrent
+/// finalizer change and never with an unrelated write such as a status
+/// update (which a resourceVersion guard would).
+pub(crate) fn finalizers_patch(meta: &kube::api::ObjectMeta, want: &[String]) -> json_patch::Patch {
+    let ops = match &meta.finalizers {
+        Some(have) => serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": have},
+            {"op": "replace", "path": "/metadata/finalizers", "value": want},
+        ]),
+        None => serde_json::json!([
+            {"op": "test", "path": "/metadata/uid", "value": meta.uid},
+            {"op": "add", "path": "/metadata/finalizers", "value": want},
+        ]),
+    };
+    serde_json::from_value(ops).expect("a well-formed JSON patch")
+}
