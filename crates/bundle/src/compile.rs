@@ -68,32 +68,63 @@ pub struct CompiledBundle {
 /// compile, so a commit is deployed entirely or not at all.
 pub fn compile_repo(tree: &RepoTree, input: &CompileInput<'_>) -> Result<Vec<CompiledBundle>> {
     let ignore = FleetIgnore::from_tree(tree);
-    let dirs = discover(tree, input.paths, &ignore)?;
-    let all_dirs: BTreeSet<String> = dirs.iter().cloned().collect();
-    let mut bundles = Vec::with_capacity(dirs.len());
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for dir in &dirs {
-        let nested: Vec<&str> = all_dirs
-            .iter()
-            .filter(|d| is_under(d, dir) && *d != dir)
-            .map(String::as_str)
-            .collect();
-        let Some(bundle) = compile_dir(tree, dir, &nested, &ignore, input)? else {
-            continue;
-        };
-        if let Some(other) = names.insert(bundle.name.clone(), dir.clone()) {
+    let mut bundles = Vec::new();
+    for unit in plan_dirs(tree, input.paths, &ignore)? {
+        let nested: Vec<&str> = unit.nested.iter().map(String::as_str).collect();
+        if let Some(bundle) = compile_dir(tree, &unit.dir, &nested, &ignore, input)? {
+            bundles.push(bundle);
+        }
+    }
+    check_unique_names(bundles.iter().map(|b| (b.name.as_str(), b.dir.as_str())))?;
+    Ok(bundles)
+}
+
+/// One bundle directory and the bundle directories nested below it, whose
+/// files it leaves to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleDir {
+    pub dir: String,
+    pub nested: Vec<String>,
+}
+
+/// The bundle directories of a tree, each with its nested ones. Needs only
+/// the tree's paths and its `.fleetignore` files, not the other files'
+/// bytes, so an incremental compiler can plan before it reads anything.
+pub fn plan_dirs(
+    tree: &RepoTree,
+    paths: &[String],
+    ignore: &FleetIgnore,
+) -> Result<Vec<BundleDir>> {
+    let dirs = discover(tree, paths, ignore)?;
+    Ok(dirs
+        .iter()
+        .map(|dir| BundleDir {
+            dir: dir.clone(),
+            nested: dirs
+                .iter()
+                .filter(|d| is_under(d, dir) && *d != dir)
+                .cloned()
+                .collect(),
+        })
+        .collect())
+}
+
+/// Two directories may not compile to the same bundle name (a `fleet.yaml`
+/// `name:` can collide with a derived one). Takes (name, dir) pairs.
+pub fn check_unique_names<'a>(bundles: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, dir) in bundles {
+        if let Some(other) = names.insert(name, dir) {
             return Err(BundleError::InvalidPath {
                 path: display_dir(dir),
                 message: format!(
-                    "bundle name {:?} is also used by {}",
-                    bundle.name,
-                    display_dir(&other)
+                    "bundle name {name:?} is also used by {}",
+                    display_dir(other)
                 ),
             });
         }
-        bundles.push(bundle);
     }
-    Ok(bundles)
+    Ok(())
 }
 
 /// The bundle directories of the given paths, sorted.

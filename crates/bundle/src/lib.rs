@@ -19,7 +19,10 @@ pub mod tools;
 pub mod tree;
 pub mod yaml;
 
-pub use compile::{BundleKind, CompileInput, CompiledBundle, Limits, compile_repo};
+pub use compile::{
+    BundleDir, BundleKind, CompileInput, CompiledBundle, Limits, check_unique_names, compile_repo,
+    plan_dirs,
+};
 pub use content::{BundleContent, deployment_id};
 pub use error::{BundleError, Result};
 pub use render::{RenderInput, render};
