@@ -1,0 +1,557 @@
+//! Shared bare mirrors, one per (URL, credentials): every GitRepo reading
+//! the same repository with the same rights fetches into, and reads from,
+//! the same mirror, so N GitRepos on one branch cost one fetch per new
+//! commit, not N clones.
+//!
+//! - [`Mirrors::ls_remote`] connects and lists the refs: the cheap poll.
+//! - [`Mirrors::sync`] makes a commit present, fetching only the one ref
+//!   that leads to it, and only when the mirror does not have it yet. A
+//!   per-mirror lock makes concurrent callers wait for one fetch and then
+//!   find the commit there.
+//!
+//! Every libgit2 call runs on `spawn_blocking` under a deadline: the
+//! transfer callbacks abort a fetch that runs past it, and the caller stops
+//! waiting at it.
+
+use crate::auth::{Credentials, Tls, known_hosts_match};
+use crate::url::{mirror_key, split};
+use git2::{
+    AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
+    RemoteCallbacks, Repository,
+};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where to read a repository from, and with which rights.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    /// The URL as the GitRepo gives it; userinfo in it is used as basic
+    /// auth when no Secret is named, and never shown.
+    pub url: String,
+    pub credentials: Credentials,
+    /// Who the credentials belong to (e.g. `namespace/secret`), or empty:
+    /// part of the mirror key, so that a GitRepo never reads a mirror
+    /// fetched with someone else's credentials.
+    pub credentials_id: String,
+    pub tls: Tls,
+}
+
+impl Source {
+    pub fn public(url: impl Into<String>) -> Self {
+        Source {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The URL as it may be shown.
+    pub fn display_url(&self) -> String {
+        split(&self.url).url
+    }
+
+    pub fn mirror_key(&self) -> String {
+        mirror_key(&self.url, &self.credentials_id)
+    }
+
+    /// The URL handed to libgit2 (without userinfo) and the credentials
+    /// to answer its challenges with.
+    fn effective(&self) -> (String, Credentials) {
+        let s = split(&self.url);
+        let mut creds = self.credentials.clone();
+        if creds.basic.is_none()
+            && creds.ssh.is_none()
+            && let Some(password) = s.password.clone()
+        {
+            creds.basic = Some(crate::auth::Basic {
+                username: s.username.clone().unwrap_or_else(|| "git".into()),
+                password,
+            });
+        }
+        (s.url, creds)
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .credentials
+            .secrets()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if let Some(p) = split(&self.url).password {
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// What a GitRepo follows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Want {
+    Branch(String),
+    /// A full commit SHA or a tag.
+    Revision(String),
+}
+
+impl Want {
+    /// From a GitRepo's `branch` and `revision` (revision wins; the branch
+    /// defaults to `master`, as in Fleet).
+    pub fn of(branch: Option<&str>, revision: Option<&str>) -> Want {
+        match (
+            revision.filter(|r| !r.is_empty()),
+            branch.filter(|b| !b.is_empty()),
+        ) {
+            (Some(r), _) => Want::Revision(r.to_owned()),
+            (None, Some(b)) => Want::Branch(b.to_owned()),
+            (None, None) => Want::Branch("master".into()),
+        }
+    }
+
+    /// A pinned commit SHA: nothing to poll.
+    pub fn pinned_commit(&self) -> Option<Oid> {
+        match self {
+            Want::Revision(r) if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Oid::from_str(r).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GitError {
+    #[error("branch {branch:?} does not exist in {url}")]
+    BranchNotFound { url: String, branch: String },
+    #[error("revision {revision:?} is neither a tag nor a commit of {url}")]
+    RevisionNotFound { url: String, revision: String },
+    #[error("authentication to {url} failed: {message}")]
+    Auth { url: String, message: String },
+    #[error("{url} is unreachable: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("git operation on {url} did not finish within {seconds}s")]
+    Timeout { url: String, seconds: u64 },
+    #[error("{url}: {message}")]
+    Other { url: String, message: String },
+}
+
+impl GitError {
+    /// The condition reason this error shows as.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GitError::BranchNotFound { .. } => "BranchNotFound",
+            GitError::RevisionNotFound { .. } => "RevisionNotFound",
+            GitError::Auth { .. } => "AuthenticationFailed",
+            GitError::Unreachable { .. } => "RepoUnreachable",
+            GitError::Timeout { .. } => "Timeout",
+            GitError::Other { .. } => "GitError",
+        }
+    }
+}
+
+/// The refs a remote advertised: name -> commit (annotated tags peeled).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteRefs {
+    pub url: String,
+    pub refs: HashMap<String, Oid>,
+}
+
+impl RemoteRefs {
+    /// The commit `want` names, and the refspec that fetches it.
+    pub fn pick(&self, want: &Want) -> Result<(Oid, String), GitError> {
+        match want {
+            Want::Branch(b) => {
+                let name = format!("refs/heads/{b}");
+                let oid = self
+                    .refs
+                    .get(&name)
+                    .ok_or_else(|| GitError::BranchNotFound {
+                        url: self.url.clone(),
+                        branch: b.clone(),
+                    })?;
+                Ok((*oid, format!("+{name}:{name}")))
+            }
+            Want::Revision(r) => {
+                if let Some(oid) = want.pinned_commit() {
+                    return Ok((oid, r.clone()));
+                }
+                let name = format!("refs/tags/{r}");
+                let oid = self
+                    .refs
+                    .get(&format!("{name}^{{}}"))
+                    .or_else(|| self.refs.get(&name))
+                    .ok_or_else(|| GitError::RevisionNotFound {
+                        url: self.url.clone(),
+                        revision: r.clone(),
+                    })?;
+                Ok((*oid, format!("+{name}:{name}")))
+            }
+        }
+    }
+}
+
+/// What [`Mirrors::sync`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Synced {
+    pub commit: Oid,
+    /// Whether it had to fetch (false: the mirror had the commit).
+    pub fetched: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub ls_remotes: AtomicU64,
+    pub fetches: AtomicU64,
+}
+
+/// The configured timeout, for messages from inside libgit2 callbacks.
+static TIMEOUT_SECS: AtomicU64 = AtomicU64::new(0);
+
+pub struct Mirrors {
+    root: PathBuf,
+    timeout: Duration,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub stats: Stats,
+}
+
+impl Mirrors {
+    /// Mirrors live under `root`, one bare repository per key.
+    pub fn new(root: impl Into<PathBuf>, timeout: Duration) -> Self {
+        TIMEOUT_SECS.store(timeout.as_secs(), Ordering::Relaxed);
+        Mirrors {
+            root: root.into(),
+            timeout,
+            locks: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn path(&self, source: &Source) -> PathBuf {
+        self.root.join(format!("{}.git", source.mirror_key()))
+    }
+
+    /// Opens (creating if needed) the mirror of `source`, for reading.
+    pub fn open(&self, source: &Source) -> Result<Repository, GitError> {
+        open_or_init(&self.path(source)).map_err(|e| other(source, &e))
+    }
+
+    /// Connects and lists the remote's refs: no objects are transferred.
+    pub async fn ls_remote(&self, source: &Source) -> Result<RemoteRefs, GitError> {
+        self.stats.ls_remotes.fetch_add(1, Ordering::Relaxed);
+        let src = source.clone();
+        let deadline = Instant::now() + self.timeout;
+        self.blocking(source, move || ls_remote_blocking(&src, deadline))
+            .await
+    }
+
+    /// Makes the commit `want` names present in the mirror. `refs` is a
+    /// listing the caller already has (from a poll); without one, this
+    /// lists the remote first, except for a pinned SHA the mirror has.
+    pub async fn sync(
+        &self,
+        source: &Source,
+        want: &Want,
+        refs: Option<&RemoteRefs>,
+    ) -> Result<Synced, GitError> {
+        let path = self.path(source);
+        if let Some(oid) = want.pinned_commit() {
+            let p = path.clone();
+            if self
+                .blocking(source, move || Ok(has_commit(&p, oid)))
+                .await?
+            {
+                return Ok(Synced {
+                    commit: oid,
+                    fetched: false,
+                });
+            }
+        }
+        let listed;
+        let refs = match refs {
+            Some(r) => r,
+            None if want.pinned_commit().is_some() => {
+                listed = RemoteRefs::default();
+                &listed
+            }
+            None => {
+                listed = self.ls_remote(source).await?;
+                &listed
+            }
+        };
+        let (commit, refspec) = refs.pick(want)?;
+
+        let lock = {
+            let mut locks = self.locks.lock().expect("mirror locks");
+            Arc::clone(locks.entry(source.mirror_key()).or_default())
+        };
+        let _guard = lock.lock().await;
+        let p = path.clone();
+        if self
+            .blocking(source, move || Ok(has_commit(&p, commit)))
+            .await?
+        {
+            return Ok(Synced {
+                commit,
+                fetched: false,
+            });
+        }
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        let src = source.clone();
+        let deadline = Instant::now() + self.timeout;
+        let is_pinned = want.pinned_commit().is_some();
+        self.blocking(source, move || {
+            let repo = open_or_init(&path).map_err(|e| other(&src, &e))?;
+            let first = fetch_blocking(&repo, &src, &[refspec.as_str()], deadline);
+            if is_pinned && (first.is_err() || !has_commit(&path, commit)) {
+                // Not every server serves a bare SHA: fetch the branches.
+                fetch_blocking(&repo, &src, &["+refs/heads/*:refs/heads/*"], deadline)?;
+            } else {
+                first?;
+            }
+            Ok(())
+        })
+        .await?;
+        let p = self.path(source);
+        if !self
+            .blocking(source, move || Ok(has_commit(&p, commit)))
+            .await?
+        {
+            return Err(match want {
+                Want::Revision(r) => GitError::RevisionNotFound {
+                    url: source.display_url(),
+                    revision: r.clone(),
+                },
+                Want::Branch(b) => GitError::Other {
+                    url: source.display_url(),
+                    message: format!("the fetch of branch {b:?} did not bring commit {commit}"),
+                },
+            });
+        }
+        tracing::info!(url = %source.display_url(), %commit, "fetched");
+        Ok(Synced {
+            commit,
+            fetched: true,
+        })
+    }
+
+    /// Runs `f` on the blocking pool, giving up at the deadline.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        source: &Source,
+        f: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let task = tokio::task::spawn_blocking(f);
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(other(source, &join)),
+            Err(_) => Err(GitError::Timeout {
+                url: source.display_url(),
+                seconds: self.timeout.as_secs(),
+            }),
+        }
+    }
+}
+
+fn other(source: &Source, e: &dyn std::fmt::Display) -> GitError {
+    GitError::Other {
+        url: source.display_url(),
+        message: scrub(source, &e.to_string()),
+    }
+}
+
+fn scrub(source: &Source, message: &str) -> String {
+    let secrets = source.secrets();
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    crate::url::scrub(message, &refs)
+}
+
+fn open_or_init(path: &Path) -> Result<Repository, git2::Error> {
+    match Repository::open_bare(path) {
+        Ok(r) => Ok(r),
+        Err(_) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| git2::Error::from_str(&format!("{}: {e}", parent.display())))?;
+            }
+            Repository::init_bare(path)
+        }
+    }
+}
+
+fn has_commit(path: &Path, oid: Oid) -> bool {
+    Repository::open_bare(path)
+        .ok()
+        .is_some_and(|r| r.find_commit(oid).is_ok())
+}
+
+/// Answers libgit2's challenges from the credentials, once per kind: a
+/// second challenge means the server rejected them.
+fn callbacks<'a>(
+    creds: &'a Credentials,
+    tls: &'a Tls,
+    deadline: Instant,
+    rejected: &'a Cell<bool>,
+    host_key_mismatch: &'a Cell<bool>,
+) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let mut asked: u32 = 0;
+    cb.credentials(move |_url, user_from_url, allowed| {
+        asked += 1;
+        if asked > 1 {
+            rejected.set(true);
+            return Err(git2::Error::from_str("the server rejected the credentials"));
+        }
+        if allowed.contains(CredentialType::SSH_KEY)
+            && let Some(k) = &creds.ssh
+        {
+            let user = k.username.as_deref().or(user_from_url).unwrap_or("git");
+            return git2::Cred::ssh_key_from_memory(
+                user,
+                k.public_key.as_deref(),
+                &k.private_key,
+                k.passphrase.as_deref(),
+            );
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(b) = &creds.basic
+        {
+            return git2::Cred::userpass_plaintext(&b.username, &b.password);
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return git2::Cred::username(user_from_url.unwrap_or("git"));
+        }
+        rejected.set(true);
+        Err(git2::Error::from_str(
+            "the repository needs credentials: name a Secret in clientSecretName",
+        ))
+    });
+    cb.certificate_check(move |cert, host| {
+        if let Some(hostkey) = cert.as_hostkey() {
+            let known = creds.ssh.as_ref().and_then(|k| k.known_hosts.as_deref());
+            let Some(known) = known else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
+                host_key_mismatch.set(true);
+                return Err(git2::Error::from_str("the server sent no host key"));
+            };
+            let (name, port) = match host.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().ok()),
+                _ => (host, None),
+            };
+            if known_hosts_match(known, name, port, kind.name(), key) {
+                return Ok(CertificateCheckStatus::CertificateOk);
+            }
+            host_key_mismatch.set(true);
+            return Err(git2::Error::from_str(&format!(
+                "the host key of {host} is not in known_hosts"
+            )));
+        }
+        if tls.insecure_skip_verify {
+            return Ok(CertificateCheckStatus::CertificateOk);
+        }
+        if let (Some(bundle), Some(x509)) = (&tls.ca_bundle, cert.as_x509())
+            && crate::tls::verify(bundle, x509.data(), host)
+        {
+            return Ok(CertificateCheckStatus::CertificateOk);
+        }
+        Ok(CertificateCheckStatus::CertificatePassthrough)
+    });
+    cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb.sideband_progress(move |_| Instant::now() < deadline);
+    cb
+}
+
+fn classify(
+    source: &Source,
+    e: &git2::Error,
+    rejected: bool,
+    host_key: bool,
+    deadline: Instant,
+) -> GitError {
+    let url = source.display_url();
+    let message = scrub(source, e.message());
+    let lower = message.to_ascii_lowercase();
+    if rejected
+        || host_key
+        || e.code() == git2::ErrorCode::Auth
+        || e.code() == git2::ErrorCode::Certificate
+        || lower.contains("authentication")
+        || lower.contains("401")
+        || lower.contains("403")
+    {
+        return GitError::Auth { url, message };
+    }
+    if e.code() == git2::ErrorCode::User && Instant::now() >= deadline {
+        // A progress callback stopped the transfer at the deadline.
+        return GitError::Timeout {
+            url,
+            seconds: TIMEOUT_SECS.load(Ordering::Relaxed),
+        };
+    }
+    match e.class() {
+        git2::ErrorClass::Net
+        | git2::ErrorClass::Os
+        | git2::ErrorClass::Ssl
+        | git2::ErrorClass::Http
+        | git2::ErrorClass::Ssh => GitError::Unreachable { url, message },
+        _ if lower.contains("could not find repository")
+            || lower.contains("not found")
+            || lower.contains("failed to resolve path") =>
+        {
+            GitError::Unreachable { url, message }
+        }
+        _ => GitError::Other { url, message },
+    }
+}
+
+fn ls_remote_blocking(source: &Source, deadline: Instant) -> Result<RemoteRefs, GitError> {
+    let (url, creds) = source.effective();
+    let rejected = Cell::new(false);
+    let host_key = Cell::new(false);
+    let mut remote = git2::Remote::create_detached(url.as_str())
+        .map_err(|e| classify(source, &e, false, false, deadline))?;
+    let cb = callbacks(&creds, &source.tls, deadline, &rejected, &host_key);
+    let conn = remote.connect_auth(Direction::Fetch, Some(cb), None);
+    let conn = conn.map_err(|e| classify(source, &e, rejected.get(), host_key.get(), deadline))?;
+    let heads = conn
+        .list()
+        .map_err(|e| classify(source, &e, rejected.get(), host_key.get(), deadline))?;
+    let refs = heads
+        .iter()
+        .map(|h| (h.name().to_owned(), h.oid()))
+        .collect();
+    Ok(RemoteRefs {
+        url: source.display_url(),
+        refs,
+    })
+}
+
+fn fetch_blocking(
+    repo: &Repository,
+    source: &Source,
+    refspecs: &[&str],
+    deadline: Instant,
+) -> Result<(), GitError> {
+    let (url, creds) = source.effective();
+    let rejected = Cell::new(false);
+    let host_key = Cell::new(false);
+    let mut remote = repo
+        .remote_anonymous(&url)
+        .map_err(|e| classify(source, &e, false, false, deadline))?;
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks(
+        &creds,
+        &source.tls,
+        deadline,
+        &rejected,
+        &host_key,
+    ))
+    .download_tags(AutotagOption::None)
+    .update_fetchhead(false);
+    remote
+        .fetch(refspecs, Some(&mut opts), None)
+        .map_err(|e| classify(source, &e, rejected.get(), host_key.get(), deadline))
+}
