@@ -12,6 +12,9 @@ pub const VERSION: &str = "v1alpha1";
 pub const REPO_NAME: &str = "flotilla.dev/repo-name";
 /// On a Bundle: the commit it was compiled from.
 pub const COMMIT: &str = "flotilla.dev/commit";
+/// On a GitRepo: the last pushed commit a webhook reported to a replica
+/// that does not lead; its change wakes the leader.
+pub const WEBHOOK_COMMIT: &str = "flotilla.dev/webhook-commit";
 /// On a BundleDeployment: the Bundle it deploys.
 pub const BUNDLE_NAME: &str = "flotilla.dev/bundle-name";
 /// On a BundleDeployment: the namespace (workspace) of its Bundle.
@@ -56,6 +59,7 @@ mod tests {
         for key in [
             REPO_NAME,
             COMMIT,
+            WEBHOOK_COMMIT,
             BUNDLE_NAME,
             BUNDLE_NAMESPACE,
             CLUSTER_NAME,

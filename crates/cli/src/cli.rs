@@ -16,8 +16,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the controllers (fan-out, GC, status) against a management cluster.
-    Controller(crate::controller::Args),
+    /// Run the controllers (GitRepo, fan-out, GC, status) against a
+    /// management cluster.
+    Controller(Box<crate::controller::Args>),
     /// Print every Flotilla CRD as YAML, or write one file per CRD.
     Crds(crate::crds::CrdsArgs),
     /// Show which clusters get which bundle of a repository, without a cluster.
@@ -27,7 +28,7 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Controller(args) => crate::controller::run(args),
+        Command::Controller(args) => crate::controller::run(*args),
         Command::Crds(args) => crate::crds::run(&args),
         Command::Plan(args) => crate::plan::run(&args),
     };

@@ -109,6 +109,56 @@ pub struct ControllerArgs {
         value_name = "ADDR"
     )]
     pub http_addr: SocketAddr,
+    /// Where the GitRepo controller keeps its shared bare mirrors (one per
+    /// repository URL and credentials). An emptyDir is enough: a new
+    /// replica fetches again.
+    #[arg(long, env = "FLOTILLA_GIT_DIR", default_value_os_t = default_git_dir(), value_name = "DIR")]
+    pub git_dir: std::path::PathBuf,
+    /// The longest a single git operation (ls-remote or fetch) may take.
+    #[arg(long, env = "FLOTILLA_GIT_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub git_timeout: Duration,
+    /// Where push webhooks from GitHub, GitLab, Gitea and Gogs are received
+    /// (`POST /webhook`). Served only when a webhook secret is set.
+    #[arg(
+        long,
+        env = "FLOTILLA_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8081",
+        value_name = "ADDR"
+    )]
+    pub webhook_addr: SocketAddr,
+    /// The webhooks' shared secret (GitHub/Gitea/Gogs HMAC key, GitLab
+    /// token). Prefer the environment variable, from a Secret.
+    #[arg(
+        long,
+        env = "FLOTILLA_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<WebhookSecret>,
+}
+
+fn default_git_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("flotilla-git")
+}
+
+/// The webhook secret: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for WebhookSecret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() < 8 {
+            return Err("a webhook secret needs at least 8 characters".into());
+        }
+        Ok(WebhookSecret(s.to_owned()))
+    }
 }
 
 impl Default for ControllerArgs {

@@ -15,6 +15,11 @@
 //! | cluster namespace created or deleted | the cluster's bundles; the namespace | | |
 //! | GitRepo created | | | itself |
 //!
+//! And for the GitRepo controller: a GitRepo created, its generation
+//! changed, deleting, or its webhook annotation moved; a Bundle it wants
+//! deleted or edited by someone else; the last Bundle of a deleting GitRepo
+//! gone. The poller and the webhook receiver queue it too (`gitpoll.rs`).
+//!
 //! Status-only changes of Bundles, Clusters, ClusterGroups and GitRepos
 //! (the status controller's own writes) wake nobody. A BundleDeployment
 //! spec change (the fan-out's own write) wakes the status controller, never
@@ -156,9 +161,7 @@ impl Hub {
             }
             Event::GitRepo(e) => {
                 for d in self.gitrepos.apply(*e) {
-                    if let Delta::Upsert { old: None, new } = d {
-                        self.status(StatusKey::GitRepo(ObjectKey::of(&new.metadata)), "gitrepo");
-                    }
+                    self.on_gitrepo(d);
                 }
             }
             Event::Namespace(e) => {
@@ -405,6 +408,7 @@ impl Hub {
             Delta::Upsert { old, new } => {
                 let key = ObjectKey::of(&new.metadata);
                 self.track_repo(&key, old.as_deref(), Some(&new));
+                self.bundle_for_gitrepo(&key, old.as_deref(), Some(&new));
                 if deleting(&*new) {
                     self.bundle_gone(&key, "bundle-deleted");
                     self.gc(GcKey::Bundle(key), "bundle-deleted");
@@ -462,7 +466,75 @@ impl Hub {
                 let key = ObjectKey::of(&old.metadata);
                 self.bundle_gone(&key, "bundle-deleted");
                 self.track_repo(&key, Some(&old), None);
+                self.bundle_for_gitrepo(&key, Some(&old), None);
             }
+        }
+    }
+
+    fn on_gitrepo(&mut self, delta: Delta<GitRepo>) {
+        match delta {
+            Delta::Upsert { old, new } => {
+                let key = ObjectKey::of(&new.metadata);
+                let webhook = |r: &GitRepo| {
+                    r.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(keys::WEBHOOK_COMMIT).cloned())
+                };
+                let trigger = match &old {
+                    None => {
+                        self.status(StatusKey::GitRepo(key.clone()), "gitrepo");
+                        Some("gitrepo")
+                    }
+                    Some(o) if deleting(&*new) && !deleting(&**o) => Some("gitrepo-deleting"),
+                    Some(o) if o.metadata.generation != new.metadata.generation => Some("gitrepo"),
+                    Some(o) if webhook(o) != webhook(&new) => {
+                        if let Some(st) = self.ctx.git.repos().get_mut(&key) {
+                            st.poke = true;
+                        }
+                        Some("webhook")
+                    }
+                    // Status, finalizer and label changes: nothing to do.
+                    Some(_) => None,
+                };
+                if let Some(trigger) = trigger {
+                    self.ctx.gitrepo.add(key, trigger);
+                }
+            }
+            // The reconcile finds it gone and forgets it.
+            Delta::Removed(old) => self
+                .ctx
+                .gitrepo
+                .add(ObjectKey::of(&old.metadata), "gitrepo-deleted"),
+        }
+    }
+
+    /// A Bundle event that concerns its GitRepo: someone else deleted or
+    /// edited a Bundle it wants, or the last Bundle of a deleting GitRepo
+    /// went away. Its own writes match what it wants and wake nothing.
+    fn bundle_for_gitrepo(&mut self, key: &ObjectKey, old: Option<&Bundle>, new: Option<&Bundle>) {
+        let Some(repo) = new
+            .or(old)
+            .and_then(|b| b.metadata.labels.as_ref()?.get(keys::REPO_NAME).cloned())
+            .map(|r| ObjectKey::new(&key.namespace, &r))
+        else {
+            return;
+        };
+        let gone = new.is_none_or(deleting);
+        if gone && self.ctx.gitrepos.get(&repo).is_some_and(|r| deleting(&*r)) {
+            self.ctx.gitrepo.add(repo, "bundle-deleted");
+            return;
+        }
+        let Some((owner, want)) = self.ctx.git.desired_of(key) else {
+            return;
+        };
+        let drifted = match new {
+            None => true,
+            Some(b) if deleting(b) => !old.is_some_and(deleting),
+            Some(b) => b.spec != *want && old.is_none_or(|o| o.spec != b.spec),
+        };
+        if drifted {
+            self.ctx.gitrepo.add(owner, "bundle-changed");
         }
     }
 

@@ -26,6 +26,8 @@ pub mod cache;
 pub mod config;
 mod fanout;
 mod gc;
+pub mod gitpoll;
+pub mod gitrepo;
 mod hub;
 pub mod metrics;
 pub mod queue;
@@ -60,6 +62,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A GitRepo's source could not be read; retried with backoff.
+    #[error("gitrepo {name}: {message}")]
+    Source { name: String, message: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -99,12 +104,16 @@ pub struct Context {
     pub fanout: Arc<Queue<FanoutKey>>,
     pub gc: Arc<Queue<GcKey>>,
     pub status: Arc<Queue<StatusKey>>,
+    pub gitrepo: Arc<Queue<ObjectKey>>,
+    pub git: gitrepo::GitState,
     pub metrics: Arc<Metrics>,
     /// Bundles with a rollout in progress: a BundleDeployment's status
     /// change may let more clusters move, so it wakes the fan-out.
     pub rollout_waiting: Mutex<HashSet<ObjectKey>>,
     /// Where `/metrics` is served, once bound.
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Where webhooks are received, once bound.
+    pub webhook_addr: std::sync::OnceLock<std::net::SocketAddr>,
     synced: watch::Sender<bool>,
     leading: watch::Sender<bool>,
 }
@@ -112,6 +121,7 @@ pub struct Context {
 impl Context {
     fn new(client: kube::Client, args: ControllerArgs) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let mirrors = flotilla_git::Mirrors::new(args.git_dir.clone(), args.git_timeout);
         Context {
             client,
             args,
@@ -125,9 +135,12 @@ impl Context {
             fanout: Arc::new(Queue::new("fanout", Arc::clone(&metrics))),
             gc: Arc::new(Queue::new("gc", Arc::clone(&metrics))),
             status: Arc::new(Queue::new("status", Arc::clone(&metrics))),
+            gitrepo: Arc::new(Queue::new("gitrepo", Arc::clone(&metrics))),
+            git: gitrepo::GitState::new(mirrors),
             metrics,
             rollout_waiting: Mutex::new(HashSet::new()),
             http_addr: std::sync::OnceLock::new(),
+            webhook_addr: std::sync::OnceLock::new(),
             synced: watch::channel(false).0,
             leading: watch::channel(false).0,
         }

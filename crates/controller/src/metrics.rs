@@ -7,6 +7,8 @@
 //!   make (leader-election Lease renewals are not counted)
 //! - `flotilla_gc_deleted_total`, `flotilla_gc_sweep_stale_found_total`,
 //!   `flotilla_gc_sweeps_total`
+//! - `flotilla_git_operations_total{op}`: `ls-remote`, `fetch`, and the
+//!   bundle directories `compiled` or `reused` from the tree-id cache
 //! - `flotilla_leader` (1 on the replica that leads) and `flotilla_caches_synced`
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,6 +32,11 @@ struct ControllerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GitLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: &'static str,
     verb: &'static str,
@@ -46,6 +53,7 @@ pub struct Metrics {
     queue_depth: Family<ControllerLabel, Gauge>,
     workers: Family<ControllerLabel, Gauge>,
     writes: Family<WriteLabels, Counter>,
+    git: Family<GitLabels, Counter>,
     gc_deleted: Counter,
     gc_sweep_stale: Counter,
     gc_sweeps: Counter,
@@ -95,6 +103,12 @@ impl Metrics {
             "Writes to the API server by kind and verb",
             writes.clone(),
         );
+        let git = Family::<GitLabels, Counter>::default();
+        registry.register(
+            "git_operations",
+            "Git operations: ls-remote, fetch, and bundle directories compiled or reused",
+            git.clone(),
+        );
         let gc_deleted = Counter::default();
         registry.register(
             "gc_deleted",
@@ -124,6 +138,7 @@ impl Metrics {
             queue_depth,
             workers,
             writes,
+            git,
             gc_deleted,
             gc_sweep_stale,
             gc_sweeps,
@@ -165,6 +180,10 @@ impl Metrics {
 
     pub fn write(&self, kind: &'static str, verb: &'static str) {
         self.writes.get_or_create(&WriteLabels { kind, verb }).inc();
+    }
+
+    pub fn git(&self, op: &'static str, n: u64) {
+        self.git.get_or_create(&GitLabels { op }).inc_by(n);
     }
 
     pub fn gc_deleted(&self) {

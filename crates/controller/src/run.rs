@@ -5,7 +5,8 @@
 use crate::hub::{Hub, watches};
 use crate::queue::run_workers;
 use crate::{
-    Context, ControllerArgs, FanoutKey, GcKey, Metrics, ObjectKey, StatusKey, fanout, gc, status,
+    Context, ControllerArgs, FanoutKey, GcKey, Metrics, ObjectKey, StatusKey, fanout, gc, gitpoll,
+    gitrepo, status,
 };
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -104,6 +105,19 @@ impl Controller {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
+        if args.webhook_secret.is_some() {
+            let listener = tokio::net::TcpListener::bind(args.webhook_addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--webhook-addr {}: {e}", args.webhook_addr))?;
+            let _ = ctx.webhook_addr.set(listener.local_addr()?);
+            let router = gitpoll::router(Arc::clone(&ctx));
+            tracing::info!(addr = %listener.local_addr()?, "webhook receiver listening");
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "webhook receiver stopped");
+                }
+            });
+        }
         let hub = Hub::new(Arc::clone(&ctx));
         let events = futures::stream::select_all(watches(&ctx.client));
         tasks.spawn(hub.run(events));
@@ -157,6 +171,14 @@ impl Controller {
             });
         }
         {
+            let c = Arc::clone(&ctx);
+            tasks.spawn(run_workers(
+                Arc::clone(&ctx.gitrepo),
+                args.gitrepo_workers,
+                active_rx.clone(),
+                move |k: ObjectKey, _t| gitrepo::reconcile(Arc::clone(&c), k),
+            ));
+            tasks.spawn(gitpoll::poll_loop(Arc::clone(&ctx), active_rx.clone()));
             let c = Arc::clone(&ctx);
             tasks.spawn(run_workers(
                 Arc::clone(&ctx.fanout),
@@ -250,6 +272,7 @@ fn resync(ctx: &Context) {
         ctx.status.add(StatusKey::Group(g), "resync");
     }
     for r in ctx.gitrepos.keys() {
+        ctx.gitrepo.add(r.clone(), "resync");
         ctx.status.add(StatusKey::GitRepo(r), "resync");
     }
 }

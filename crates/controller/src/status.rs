@@ -151,11 +151,12 @@ fn conditions(
     conds
 }
 
-async fn apply_status<K>(
+pub(crate) async fn apply_status<K>(
     ctx: &Context,
     key: &ObjectKey,
     kind: &'static str,
     status: Value,
+    field_manager: &str,
 ) -> Result<(), Error>
 where
     K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -174,7 +175,7 @@ where
     match api
         .patch_status(
             &key.name,
-            &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+            &PatchParams::apply(field_manager).force(),
             &Patch::Apply(&body),
         )
         .await
@@ -231,7 +232,7 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         return Ok(());
     }
     let status = serde_json::to_value(&new).expect("status serializes");
-    apply_status::<Bundle>(ctx, key, "Bundle", status).await
+    apply_status::<Bundle>(ctx, key, "Bundle", status, STATUS_FIELD_MANAGER).await
 }
 
 async fn cluster(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
@@ -256,7 +257,7 @@ async fn cluster(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         "display": new.display,
         "conditions": new.conditions,
     });
-    apply_status::<Cluster>(ctx, key, "Cluster", status).await
+    apply_status::<Cluster>(ctx, key, "Cluster", status, STATUS_FIELD_MANAGER).await
 }
 
 async fn group(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
@@ -299,7 +300,7 @@ async fn group(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         return Ok(());
     }
     let status = serde_json::to_value(&new).expect("status serializes");
-    apply_status::<ClusterGroup>(ctx, key, "ClusterGroup", status).await
+    apply_status::<ClusterGroup>(ctx, key, "ClusterGroup", status, STATUS_FIELD_MANAGER).await
 }
 
 async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
@@ -345,5 +346,5 @@ async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
             "state": display_state(&summary),
         },
     });
-    apply_status::<GitRepo>(ctx, key, "GitRepo", status).await
+    apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await
 }

@@ -4,6 +4,7 @@
 
 mod fanout;
 mod gc;
+mod gitrepo;
 mod ha;
 mod steady;
 mod support;
