@@ -6,10 +6,11 @@
 //!     [--rss-clusters 10000]
 //! ```
 //!
-//! - GC latency: from a targets edit (a Bundle's targets, the hop a GitRepo
-//!   edit makes, untargeting 10% of the clusters; and a Cluster relabel,
-//!   untargeting all its bundles) until a watcher has seen every stale
-//!   BundleDeployment deleted. p50 and p99.
+//! - GC latency: from an edit until a watcher has seen every stale
+//!   BundleDeployment deleted, p50 and p99, for: a Bundle's targets
+//!   (untargeting 10% of the clusters); a Cluster relabel (untargeting all
+//!   its bundles); and a GitRepo's targets (10% of the clusters), which
+//!   adds the GitRepo controller's hop (GitRepo -> Bundle, no fetch).
 //! - Fan-out: from 50 new bundles until all 2,500 BundleDeployments exist,
 //!   and until simulated agents report them all Ready.
 //! - Idle: reconciles and writes per minute once converged.
@@ -26,7 +27,8 @@ use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement,
 };
 use flotilla_api::{
-    Bundle, BundleDeployment, BundleSpec, BundleTarget, Cluster, ClusterSpec, TargetCriteria,
+    Bundle, BundleDeployment, BundleSpec, BundleTarget, Cluster, ClusterSpec, GitRepo,
+    TargetCriteria,
 };
 use flotilla_controller::{Controller, ControllerArgs, metrics::sum_samples};
 use futures::{StreamExt, TryStreamExt};
@@ -571,6 +573,62 @@ async fn run(o: &Opts) {
         "s",
     );
     println!("BENCH gc_latency_setup {} clusters_x_bundles", total);
+
+    // A GitRepo targets edit: the GitRepo controller rewrites its Bundle
+    // (no fetch), then fan-out and GC act. Edit to last deletion.
+    let tmp = flotilla_git::testing::TempDir::new("flotilla-bench-gc-gitrepo");
+    let origin = flotilla_git::testing::TestRepo::init(&tmp.path().join("origin"), "main");
+    origin.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n",
+    );
+    origin.commit("one");
+    let gitrepos: Api<GitRepo> = Api::namespaced(c.clone(), GC_NS);
+    let repo: GitRepo = serde_json::from_value(json!({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "GitRepo",
+        "metadata": {"name": "gitbench", "namespace": GC_NS},
+        "spec": {"repo": origin.url(), "branch": "main", "paths": ["app"],
+                 "disablePolling": true, "targets": [prod_target(None)]},
+    }))
+    .unwrap();
+    gitrepos
+        .create(&PostParams::default(), &repo)
+        .await
+        .unwrap();
+    let ok = wait_until(&seen, &notify, Duration::from_secs(120), |s| {
+        s.live.len() >= total + o.clusters
+    })
+    .await;
+    assert!(ok, "the GitRepo's bundle did not reach every cluster");
+    settle(&metrics).await;
+    let mut gitrepo_edit = Vec::new();
+    for s in 0..o.samples {
+        let shard = format!("s{}", s % shards);
+        let stale: Vec<(String, String)> = (0..o.clusters)
+            .filter(|i| i % shards == s % shards)
+            .map(|i| (ns_of(&format!("c{i:05}")), "gitbench-app".to_owned()))
+            .collect();
+        let targets = |t| json!({"spec": {"targets": [t]}});
+        let latency = gc_sample(
+            &seen,
+            &notify,
+            &stale,
+            || merge(&gitrepos, "gitbench", targets(prod_target(Some(&shard)))),
+            || merge(&gitrepos, "gitbench", targets(prod_target(None))),
+        )
+        .await;
+        gitrepo_edit.push(latency);
+    }
+    bench(
+        "gc_latency_gitrepo_edit_p50",
+        percentile(&mut gitrepo_edit, 0.5),
+        "s",
+    );
+    bench(
+        "gc_latency_gitrepo_edit_p99",
+        percentile(&mut gitrepo_edit, 0.99),
+        "s",
+    );
 
     // ---- Fan-out: 50 bundles x 50 clusters --------------------------------
     let fan_clusters: Vec<Cluster> = (0..50)

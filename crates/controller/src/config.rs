@@ -334,10 +334,15 @@ mod chart_tests {
             .unwrap()
             .iter()
             .filter_map(|e| {
-                Some((
-                    e["name"].as_str()?.to_owned(),
-                    e["value"].as_str()?.to_owned(),
-                ))
+                let value = match (e["value"].as_str(), &e["valueFrom"]["secretKeyRef"]) {
+                    (Some(v), _) => v.to_owned(),
+                    // A Secret reference, as a placeholder that names it.
+                    (None, r) if r.is_object() => {
+                        format!("from-secret:{}/{}", r["name"].as_str()?, r["key"].as_str()?)
+                    }
+                    _ => return None,
+                };
+                Some((e["name"].as_str()?.to_owned(), value))
             })
             .collect()
     }
@@ -382,6 +387,13 @@ mod chart_tests {
         assert_eq!(args.gc_sweep_interval, d.gc_sweep_interval);
         assert_eq!(args.lease_duration, d.lease_duration);
         assert!(args.leader_elect);
+        assert_eq!(args.git_timeout, d.git_timeout);
+        assert_eq!(
+            args.git_dir,
+            Path::new("/var/cache/flotilla/git"),
+            "on the emptyDir"
+        );
+        assert!(args.webhook_secret.is_none(), "webhooks off by default");
         args.validate().unwrap();
     }
 
@@ -391,7 +403,9 @@ mod chart_tests {
             "workers: {gitrepo: 2, fanout: 64, gc: 32, status: 16, agent: 12}\n\
              gc: {sweepInterval: 90s}\n\
              leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
-             metrics: {port: 9090}\n",
+             metrics: {port: 9090}\n\
+             git: {timeout: 2m}\n\
+             webhook: {port: 9443, secretName: git-hooks}\n",
         ));
         let args = parse_env(&env);
         assert_eq!(
@@ -411,6 +425,13 @@ mod chart_tests {
         assert_eq!(args.lease_retry_period, Duration::from_secs(5));
         assert_eq!(args.lease_namespace, "flotilla-system");
         assert_eq!(args.http_addr.port(), 9090);
+        assert_eq!(args.git_timeout, Duration::from_secs(120));
+        assert_eq!(args.webhook_addr.port(), 9443);
+        assert_eq!(
+            args.webhook_secret.as_ref().map(|s| s.0.as_str()),
+            Some("from-secret:git-hooks/token"),
+            "the secret comes from a Secret, never a plain value"
+        );
         args.validate().unwrap();
     }
 }

@@ -535,32 +535,53 @@ async fn apply_bundles(
             continue;
         }
         ensure_content(ctx, c).await?;
-        let body = json!({
-            "apiVersion": "flotilla.dev/v1alpha1",
-            "kind": "Bundle",
-            "metadata": {
-                "name": &c.name,
-                "namespace": &*key.namespace,
-                "labels": labels,
-                "annotations": {keys::COMMIT: commit.to_string()},
-                "finalizers": [keys::BUNDLE_FINALIZER],
-            },
-            "spec": spec,
-        });
-        ctx.metrics.write("Bundle", "apply");
-        bundles
-            .patch(
-                &c.name,
-                &PatchParams::apply(GITREPO_FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|source| Error::Write {
-                verb: "apply",
-                kind: "Bundle",
-                name: bkey.to_string(),
-                source,
-            })?;
+        let written = match existing.filter(|b| b.metadata.deletion_timestamp.is_none()) {
+            // New: one server-side apply, finalizer included.
+            None => {
+                let body = json!({
+                    "apiVersion": "flotilla.dev/v1alpha1",
+                    "kind": "Bundle",
+                    "metadata": {
+                        "name": &c.name,
+                        "namespace": &*key.namespace,
+                        "labels": labels,
+                        "annotations": {keys::COMMIT: commit.to_string()},
+                        "finalizers": [keys::BUNDLE_FINALIZER],
+                    },
+                    "spec": spec,
+                });
+                ctx.metrics.write("Bundle", "apply");
+                bundles
+                    .patch(
+                        &c.name,
+                        &PatchParams::apply(GITREPO_FIELD_MANAGER).force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await
+            }
+            // Existing: the spec is this controller's alone, so it is
+            // replaced whole; an apply would leave a field someone else set
+            // (e.g. `paused: true`) when the desired value is the default.
+            Some(b) => {
+                ctx.metrics.write("Bundle", "patch");
+                bundles
+                    .patch(
+                        &c.name,
+                        &PatchParams {
+                            field_manager: Some(GITREPO_FIELD_MANAGER.into()),
+                            ..Default::default()
+                        },
+                        &Patch::<()>::Json(bundle_patch(&b, &labels, commit, &spec)),
+                    )
+                    .await
+            }
+        };
+        written.map_err(|source| Error::Write {
+            verb: "write",
+            kind: "Bundle",
+            name: bkey.to_string(),
+            source,
+        })?;
         tracing::info!(gitrepo = %key, bundle = %bkey, commit = %short(commit), "bundle written");
     }
     // Bundles of paths that left the repository.
@@ -577,6 +598,37 @@ async fn apply_bundles(
         delete_bundle(ctx, key, &b).await?;
     }
     Ok(())
+}
+
+/// Replaces an existing Bundle's spec and sets the labels and the commit
+/// annotation, guarded by its uid.
+fn bundle_patch(
+    existing: &flotilla_api::Bundle,
+    labels: &BTreeMap<String, String>,
+    commit: Oid,
+    spec: &BundleSpec,
+) -> json_patch::Patch {
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/uid", "value": existing.metadata.uid}),
+        json!({"op": "replace", "path": "/spec", "value": spec}),
+    ];
+    let mut meta = |field: &str, have: bool, entries: BTreeMap<String, String>| {
+        if have {
+            for (k, v) in entries {
+                ops.push(json!({"op": "add", "path": format!("/metadata/{field}/{}", escape(&k)), "value": v}));
+            }
+        } else {
+            ops.push(json!({"op": "add", "path": format!("/metadata/{field}"), "value": entries}));
+        }
+    };
+    meta("labels", existing.metadata.labels.is_some(), labels.clone());
+    meta(
+        "annotations",
+        existing.metadata.annotations.is_some(),
+        [(keys::COMMIT.to_owned(), commit.to_string())].into(),
+    );
+    serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
 }
 
 async fn delete_bundle(ctx: &Context, repo: &ObjectKey, bundle: &ObjectKey) -> Result<(), Error> {

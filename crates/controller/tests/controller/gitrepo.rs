@@ -195,6 +195,21 @@ async fn commits_become_bundles_recompiling_only_what_changed() {
     })
     .await;
 
+    // Someone edits a Bundle: it is put back as the repository says.
+    merge_patch::<Bundle>(
+        &env.client,
+        "shop-apps-web",
+        json!({"spec": {"paused": true}}),
+    )
+    .await;
+    eventually("web bundle edit reverted", || async {
+        let b = bundles_of(&env.client, "shop")
+            .await
+            .remove("shop-apps-web")?;
+        (!b.spec.paused).then_some(())
+    })
+    .await;
+
     // Deleting the GitRepo deletes its Bundles, then releases it.
     Api::<GitRepo>::namespaced(env.client.clone(), NS)
         .delete("shop", &DeleteParams::default())
