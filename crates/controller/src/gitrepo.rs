@@ -189,9 +189,12 @@ async fn sync(ctx: &Context, key: &ObjectKey, repo: &GitRepo) -> Result<Outcome,
         let mut repos = ctx.git.repos();
         let st = repos.entry(key.clone()).or_default();
         st.source = Some((source.clone(), want.clone()));
-        st.interval = (!spec.disable_polling && want.pinned_commit().is_none()).then_some(interval);
-        st.next_poll
-            .get_or_insert_with(|| Instant::now() + interval);
+        let polling = (!spec.disable_polling && want.pinned_commit().is_none()).then_some(interval);
+        if st.interval != polling || st.next_poll.is_none() {
+            // A new or changed interval starts counting now.
+            st.next_poll = Some(Instant::now() + interval);
+        }
+        st.interval = polling;
         let same = st.fingerprint == fingerprint;
         (
             st.remote.take().filter(|_| same),

@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where to read a repository from, and with which rights.
-#[derive(Clone, Debug, Default)]
+/// Where to read a repository from, and with which rights. `Debug` shows
+/// the URL without its userinfo and no credential.
+#[derive(Clone, Default)]
 pub struct Source {
     /// The URL as the GitRepo gives it; userinfo in it is used as basic
     /// auth when no Secret is named, and never shown.
@@ -38,6 +39,17 @@ pub struct Source {
     /// fetched with someone else's credentials.
     pub credentials_id: String,
     pub tls: Tls,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &self.display_url())
+            .field("credentials", &self.credentials)
+            .field("credentials_id", &self.credentials_id)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Source {

@@ -166,6 +166,8 @@ async fn basic_auth_over_http_and_no_secret_in_errors() {
     // Credentials in the URL work and never show.
     let inline = Source::public(format!("http://bob:hunter2@127.0.0.1:{}/app", server.port));
     assert_eq!(inline.display_url(), server.url("app"));
+    let debug = format!("{inline:?} {good:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
     let refs = m.ls_remote(&inline).await.unwrap();
     assert_eq!(refs.pick(&branch("main")).unwrap().0, c1);
     let e = m
