@@ -627,3 +627,88 @@ async fn polls_that_find_nothing_and_restarts_write_nothing() {
     assert_eq!(git_op(&c, "fetch"), 0.0, "the mirror still has the commit");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_follower_hands_a_webhook_push_to_the_leader() {
+    let env = env().await;
+    let tmp = TempDir::new("flotilla-gitrepo-handoff");
+    let origin = TestRepo::init(&tmp.path().join("origin"), "main");
+    origin.write("app/cm.yaml", &cm("app", "1"));
+    let c1 = origin.commit("one").to_string();
+    // A Lease someone else holds for an hour: the follower never leads.
+    let lease: flotilla_api::k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(json!({
+            "metadata": {"name": "flotilla-controller", "namespace": "flotilla-system"},
+            "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
+                     "renewTime": flotilla_api::k8s_openapi::jiff::Timestamp::now().to_string()},
+        }))
+        .unwrap();
+    Api::<flotilla_api::k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        env.client.clone(),
+        "flotilla-system",
+    )
+    .create(&PostParams::default(), &lease)
+    .await
+    .unwrap();
+    let leader = start(&env.client, git_args(&tmp)).await;
+    let secret = "handoff-secret";
+    let follower = start(
+        &env.client,
+        ControllerArgs {
+            leader_elect: true,
+            identity: Some("follower".into()),
+            webhook_addr: "127.0.0.1:0".parse().unwrap(),
+            webhook_secret: Some(secret.parse().unwrap()),
+            git_dir: tmp.path().join("follower-mirrors"),
+            ..args()
+        },
+    )
+    .await;
+    assert!(!*follower.ctx_leading().borrow());
+    create(
+        &env.client,
+        &gitrepo(
+            "shop",
+            &origin.url(),
+            json!({"branch": "main", "paths": ["app"], "disablePolling": true}),
+        ),
+    )
+    .await;
+    wait_ready(&env.client, "shop", &c1).await;
+
+    origin.write("app/cm.yaml", &cm("app", "2"));
+    let c2 = origin.commit("two").to_string();
+    let body = json!({"ref": "refs/heads/main", "after": c2,
+                      "repository": {"clone_url": origin.url()}})
+    .to_string();
+    let sig = hex::encode(flotilla_git::webhook::hmac_sha256(
+        secret.as_bytes(),
+        body.as_bytes(),
+    ));
+    let addr = *follower.ctx.webhook_addr.get().unwrap();
+    assert_eq!(
+        post(
+            addr,
+            &[
+                ("X-Gitea-Event", "push".to_owned()),
+                ("X-Gitea-Signature", sig)
+            ],
+            &body
+        )
+        .await,
+        200
+    );
+    let r = wait_ready(&env.client, "shop", &c2).await;
+    assert_eq!(
+        r.metadata.annotations.unwrap()[keys::WEBHOOK_COMMIT],
+        c2,
+        "the follower recorded the push"
+    );
+    assert_eq!(
+        follower.metric("flotilla_reconciles_total", None),
+        0.0,
+        "the follower reconciled nothing"
+    );
+    follower.stop().await;
+    leader.stop().await;
+}
