@@ -21,6 +21,8 @@
 //! process, except for the RSS run). With it, the same steps run against a
 //! real cluster, in throwaway namespaces `bench-*` that the run deletes.
 
+mod common;
+use common::{bench, percentile};
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
 use flotilla_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -58,36 +60,19 @@ fn opts() -> Opts {
         idle_seconds: 30,
         rss_clusters: 10_000,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = || args.get(i + 1).cloned().unwrap_or_default();
-        let num = || value().parse::<usize>().expect("a number");
-        match args[i].as_str() {
-            "--kubeconfig" => o.kubeconfig = Some(value()),
+    for (flag, value) in common::flags() {
+        let num = || value.parse::<usize>().expect("a number");
+        match flag.as_str() {
+            "--kubeconfig" => o.kubeconfig = Some(value.clone()),
             "--clusters" => o.clusters = num(),
             "--bundles" => o.bundles = num(),
             "--samples" => o.samples = num().max(1),
             "--idle-seconds" => o.idle_seconds = num() as u64,
             "--rss-clusters" => o.rss_clusters = num(),
-            _ => {
-                i += 1;
-                continue;
-            }
+            _ => {}
         }
-        i += 2;
     }
     o
-}
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH {name} {value:.3} {unit}");
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[idx]
 }
 
 fn main() {

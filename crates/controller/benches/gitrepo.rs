@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+mod common;
+use common::{bench, percentile};
+
 const NS: &str = "bench-git";
 const SECRET: &str = "bench-webhook-secret";
 
@@ -45,34 +48,17 @@ fn opts() -> Opts {
         samples: 10,
         poll_interval: "5s".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = || args.get(i + 1).cloned().expect("a value");
-        let num = || value().parse::<usize>().expect("a number");
-        match args[i].as_str() {
+    for (flag, value) in common::flags() {
+        let num = || value.parse::<usize>().expect("a number");
+        match flag.as_str() {
             "--urls" => o.urls = num().max(1),
             "--gitrepos-per-url" => o.per_url = num().max(1),
             "--samples" => o.samples = num().max(1),
-            "--poll-interval" => o.poll_interval = value(),
-            _ => {
-                i += 1;
-                continue;
-            }
+            "--poll-interval" => o.poll_interval = value.clone(),
+            _ => {}
         }
-        i += 2;
     }
     o
-}
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH {name} {value:.3} {unit}");
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[idx]
 }
 
 fn cm(name: &str, v: usize) -> String {

@@ -335,6 +335,19 @@ async fn a_targets_edit_updates_bundles_without_touching_git() {
     c.stop().await;
 }
 
+/// A push event's body, as GitHub and Gitea send it.
+fn push_body(url: &str, commit: &str) -> String {
+    json!({"ref": "refs/heads/main", "after": commit, "repository": {"clone_url": url}}).to_string()
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`.
+fn signature(secret: &str, body: &str) -> String {
+    hex::encode(flotilla_git::webhook::hmac_sha256(
+        secret.as_bytes(),
+        body.as_bytes(),
+    ))
+}
+
 /// POSTs a webhook; returns the HTTP status.
 async fn post(addr: std::net::SocketAddr, headers: &[(&str, String)], body: &str) -> u16 {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -384,26 +397,9 @@ async fn webhooks_trigger_at_once_and_bad_signatures_trigger_nothing() {
 
     origin.write("app/cm.yaml", &cm("app", "2"));
     let c2 = origin.commit("two").to_string();
-    let body = json!({
-        "ref": "refs/heads/main",
-        "after": c2,
-        "repository": {"clone_url": origin.url()},
-    })
-    .to_string();
-    let good = format!(
-        "sha256={}",
-        hex::encode(flotilla_git::webhook::hmac_sha256(
-            secret.as_bytes(),
-            body.as_bytes()
-        ))
-    );
-    let bad = format!(
-        "sha256={}",
-        hex::encode(flotilla_git::webhook::hmac_sha256(
-            b"not-the-secret",
-            body.as_bytes()
-        ))
-    );
+    let body = push_body(&origin.url(), &c2);
+    let good = format!("sha256={}", signature(secret, &body));
+    let bad = format!("sha256={}", signature("not-the-secret", &body));
     let event = ("X-GitHub-Event", "push".to_owned());
     assert_eq!(
         post(addr, &[event.clone(), ("X-Hub-Signature-256", bad)], &body).await,
@@ -678,13 +674,8 @@ async fn a_follower_hands_a_webhook_push_to_the_leader() {
 
     origin.write("app/cm.yaml", &cm("app", "2"));
     let c2 = origin.commit("two").to_string();
-    let body = json!({"ref": "refs/heads/main", "after": c2,
-                      "repository": {"clone_url": origin.url()}})
-    .to_string();
-    let sig = hex::encode(flotilla_git::webhook::hmac_sha256(
-        secret.as_bytes(),
-        body.as_bytes(),
-    ));
+    let body = push_body(&origin.url(), &c2);
+    let sig = signature(secret, &body);
     let addr = *follower.ctx.webhook_addr.get().unwrap();
     assert_eq!(
         post(
