@@ -22,6 +22,8 @@
 //! real cluster, in throwaway namespaces `bench-*` that the run deletes.
 
 mod common;
+
+const GC_NS: &str = "bench-gc";
 use common::{bench, percentile};
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
 use flotilla_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -388,6 +390,49 @@ where
     (last - t0).as_secs_f64()
 }
 
+/// GC latency samples of targets edits that exclude one shard (10% of the
+/// clusters) at a time: sample `s` edits the object `pick(s).0` (a Bundle
+/// or a GitRepo, whose `spec.targets` has the same shape), whose bundle
+/// `pick(s).1` then leaves that shard, and reverts it.
+async fn shard_edit_samples<K>(
+    o: &Opts,
+    seen: &Arc<Mutex<Observed>>,
+    notify: &Notify,
+    api: &Api<K>,
+    pick: impl Fn(usize) -> (String, String),
+) -> Vec<f64>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let shards = 10;
+    let mut samples = Vec::new();
+    for s in 0..o.samples {
+        let (object, bundle) = pick(s);
+        let shard = format!("s{}", s % shards);
+        let stale: Vec<(String, String)> = (0..o.clusters)
+            .filter(|i| i % shards == s % shards)
+            .map(|i| {
+                let ns = flotilla_controller::cluster_namespace(
+                    &flotilla_controller::ObjectKey::new(GC_NS, &format!("c{i:05}")),
+                );
+                (ns, bundle.clone())
+            })
+            .collect();
+        let targets = |t| json!({"spec": {"targets": [t]}});
+        samples.push(
+            gc_sample(
+                seen,
+                notify,
+                &stale,
+                || merge(api, &object, targets(prod_target(Some(&shard)))),
+                || merge(api, &object, targets(prod_target(None))),
+            )
+            .await,
+        );
+    }
+    samples
+}
+
 /// Simulated agents: mark every BundleDeployment applied and ready.
 fn simulated_agents(client: &kube::Client) {
     let api: Api<BundleDeployment> = Api::all(client.clone());
@@ -430,7 +475,6 @@ fn simulated_agents(client: &kube::Client) {
 async fn run(o: &Opts) {
     let env = connect(o).await;
     let c = &env.client;
-    const GC_NS: &str = "bench-gc";
     const FAN_NS: &str = "bench-fanout";
     install(c, &[GC_NS, FAN_NS]).await;
     let (seen, notify) = observe(c);
@@ -503,25 +547,11 @@ async fn run(o: &Opts) {
     };
 
     // A bundle's targets exclude one shard: 10% of its deployments go.
-    let mut edit = Vec::new();
-    for s in 0..o.samples {
+    let mut edit = shard_edit_samples(o, &seen, &notify, &bundles_api, |s| {
         let b = format!("b{}", s % o.bundles);
-        let shard = format!("s{}", s % shards);
-        let stale: Vec<(String, String)> = (0..o.clusters)
-            .filter(|i| i % shards == s % shards)
-            .map(|i| (ns_of(&format!("c{i:05}")), b.clone()))
-            .collect();
-        let targets = |t| json!({"spec": {"targets": [t]}});
-        let latency = gc_sample(
-            &seen,
-            &notify,
-            &stale,
-            || merge(&bundles_api, &b, targets(prod_target(Some(&shard)))),
-            || merge(&bundles_api, &b, targets(prod_target(None))),
-        )
-        .await;
-        edit.push(latency);
-    }
+        (b.clone(), b)
+    })
+    .await;
     bench(
         "gc_latency_targets_edit_p50",
         percentile(&mut edit, 0.5),
@@ -586,24 +616,10 @@ async fn run(o: &Opts) {
     .await;
     assert!(ok, "the GitRepo's bundle did not reach every cluster");
     settle(&metrics).await;
-    let mut gitrepo_edit = Vec::new();
-    for s in 0..o.samples {
-        let shard = format!("s{}", s % shards);
-        let stale: Vec<(String, String)> = (0..o.clusters)
-            .filter(|i| i % shards == s % shards)
-            .map(|i| (ns_of(&format!("c{i:05}")), "gitbench-app".to_owned()))
-            .collect();
-        let targets = |t| json!({"spec": {"targets": [t]}});
-        let latency = gc_sample(
-            &seen,
-            &notify,
-            &stale,
-            || merge(&gitrepos, "gitbench", targets(prod_target(Some(&shard)))),
-            || merge(&gitrepos, "gitbench", targets(prod_target(None))),
-        )
-        .await;
-        gitrepo_edit.push(latency);
-    }
+    let mut gitrepo_edit = shard_edit_samples(o, &seen, &notify, &gitrepos, |_| {
+        ("gitbench".to_owned(), "gitbench-app".to_owned())
+    })
+    .await;
     bench(
         "gc_latency_gitrepo_edit_p50",
         percentile(&mut gitrepo_edit, 0.5),

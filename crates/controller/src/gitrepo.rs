@@ -519,7 +519,7 @@ async fn apply_bundles(
         let existing = ctx.bundles.get(&bkey);
         if let Some(b) = &existing {
             let owner = b.labels().get(keys::REPO_NAME);
-            if owner.is_some_and(|o| *o != *key.name) || owner.is_none() {
+            if owner.map(String::as_str) != Some(&*key.name) {
                 tracing::warn!(gitrepo = %key, bundle = %bkey, owner = ?owner, "bundle name taken by another owner; not touching it");
                 continue;
             }

@@ -193,15 +193,8 @@ pub fn compile_commit(
                 hit.clone()
             }
             None => {
-                let tree = load(
-                    repo,
-                    &listing,
-                    &unit.dir,
-                    &unit.nested,
-                    has_symlink,
-                    &skeleton,
-                )
-                .map_err(git)?;
+                let tree =
+                    load(repo, &listing, &unit.dir, &unit.nested, has_symlink).map_err(git)?;
                 let nested: Vec<&str> = unit.nested.iter().map(String::as_str).collect();
                 compiled.push(unit.dir.clone());
                 flotilla_bundle::compile::compile_dir(&tree, &unit.dir, &nested, &ignore, input)?
@@ -248,7 +241,6 @@ fn load(
     dir: &str,
     nested: &[String],
     everything: bool,
-    skeleton: &RepoTree,
 ) -> Result<RepoTree, git2::Error> {
     let mut tree = RepoTree::new();
     for (path, blob) in &listing.files {
@@ -257,8 +249,6 @@ fn load(
             || is_ignore_file(path);
         if wanted {
             tree.insert_file(path, repo.find_blob(*blob)?.content().to_vec());
-        } else if skeleton.contains(path) {
-            tree.insert_file(path, Vec::new());
         }
     }
     for (path, target) in &listing.symlinks {

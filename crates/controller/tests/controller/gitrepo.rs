@@ -77,6 +77,13 @@ async fn wait_ready(client: &kube::Client, name: &str, commit: &str) -> GitRepo 
     .await
 }
 
+/// Creates a GitRepo and waits until it is Ready at `commit`.
+async fn deploy(client: &kube::Client, repo: GitRepo, commit: &str) -> GitRepo {
+    let name = repo.metadata.name.clone().unwrap();
+    create(client, &repo).await;
+    wait_ready(client, &name, commit).await
+}
+
 async fn wait_reason(client: &kube::Client, name: &str, reason: &str) -> GitRepo {
     eventually(&format!("{name} not Ready: {reason}"), || async {
         let r = get_repo(client, name).await?;
@@ -232,16 +239,16 @@ async fn a_broken_commit_keeps_the_bundles_and_a_fix_deploys() {
     origin.write("app/cm.yaml", &cm("app", "1"));
     let c1 = origin.commit("good").to_string();
     let c = start(&env.client, git_args(&tmp)).await;
-    create(
+    deploy(
         &env.client,
-        &gitrepo(
+        gitrepo(
             "shop",
             &origin.url(),
             json!({"branch": "main", "paths": ["app"], "pollingInterval": "1s"}),
         ),
+        &c1,
     )
     .await;
-    wait_ready(&env.client, "shop", &c1).await;
     let before = bundles_of(&env.client, "shop").await;
 
     origin.write("app/broken.yaml", "kind: [unclosed\n");
@@ -298,17 +305,13 @@ async fn a_targets_edit_updates_bundles_without_touching_git() {
     origin.write("app/cm.yaml", &cm("app", "1"));
     let c1 = origin.commit("one").to_string();
     let c = start(&env.client, git_args(&tmp)).await;
-    create(
+    deploy(
         &env.client,
-        &gitrepo(
-            "shop",
-            &origin.url(),
-            json!({"branch": "main", "paths": ["app"], "disablePolling": true,
-                   "targets": [{"name": "dev", "clusterSelector": {"matchLabels": {"env": "dev"}}}]}),
-        ),
+        gitrepo("shop", &origin.url(), json!({"branch": "main", "paths": ["app"], "disablePolling": true,
+                   "targets": [{"name": "dev", "clusterSelector": {"matchLabels": {"env": "dev"}}}]})),
+        &c1,
     )
     .await;
-    wait_ready(&env.client, "shop", &c1).await;
     let (lists, fetches) = (git_op(&c, "ls-remote"), git_op(&c, "fetch"));
 
     merge_patch::<GitRepo>(
@@ -384,16 +387,16 @@ async fn webhooks_trigger_at_once_and_bad_signatures_trigger_nothing() {
     )
     .await;
     let addr = *c.ctx.webhook_addr.get().expect("webhook receiver bound");
-    create(
+    deploy(
         &env.client,
-        &gitrepo(
+        gitrepo(
             "shop",
             &origin.url(),
             json!({"branch": "main", "paths": ["app"], "disablePolling": true}),
         ),
+        &c1,
     )
     .await;
-    wait_ready(&env.client, "shop", &c1).await;
 
     origin.write("app/cm.yaml", &cm("app", "2"));
     let c2 = origin.commit("two").to_string();
@@ -565,16 +568,16 @@ async fn polls_that_find_nothing_and_restarts_write_nothing() {
         .write("b/cm.yaml", &cm("b", "1"));
     let c1 = origin.commit("one").to_string();
     let c = start(&env.client, git_args(&tmp)).await;
-    create(
+    deploy(
         &env.client,
-        &gitrepo(
+        gitrepo(
             "shop",
             &origin.url(),
             json!({"branch": "main", "paths": ["a", "b"], "pollingInterval": "1s"}),
         ),
+        &c1,
     )
     .await;
-    wait_ready(&env.client, "shop", &c1).await;
     // Let the status controller settle too.
     let mut last = (c.reconciles(), c.writes());
     eventually("quiescence", || {
@@ -661,16 +664,16 @@ async fn a_follower_hands_a_webhook_push_to_the_leader() {
     )
     .await;
     assert!(!*follower.ctx_leading().borrow());
-    create(
+    deploy(
         &env.client,
-        &gitrepo(
+        gitrepo(
             "shop",
             &origin.url(),
             json!({"branch": "main", "paths": ["app"], "disablePolling": true}),
         ),
+        &c1,
     )
     .await;
-    wait_ready(&env.client, "shop", &c1).await;
 
     origin.write("app/cm.yaml", &cm("app", "2"));
     let c2 = origin.commit("two").to_string();
