@@ -29,15 +29,13 @@ mod gc;
 pub mod gitpoll;
 pub mod gitrepo;
 mod hub;
-pub mod metrics;
-pub mod queue;
 pub mod rollout;
 mod status;
 pub mod topology;
 
 pub use config::ControllerArgs;
 pub use flotilla_targeting::ObjectKey;
-pub use metrics::Metrics;
+pub use flotilla_runtime::{Metrics, metrics, queue};
 pub use topology::cluster_namespace;
 
 use crate::cache::Cache;
@@ -159,20 +157,4 @@ impl Context {
 mod run;
 pub use run::Controller;
 
-/// A JSON patch that sets an object's finalizers to `want`, guarded by a
-/// test of the list it read, so that it conflicts only with a concurrent
-/// finalizer change and never with an unrelated write such as a status
-/// update (which a resourceVersion guard would).
-pub(crate) fn finalizers_patch(meta: &kube::api::ObjectMeta, want: &[String]) -> json_patch::Patch {
-    let ops = match &meta.finalizers {
-        Some(have) => serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": have},
-            {"op": "replace", "path": "/metadata/finalizers", "value": want},
-        ]),
-        None => serde_json::json!([
-            {"op": "test", "path": "/metadata/uid", "value": meta.uid},
-            {"op": "add", "path": "/metadata/finalizers", "value": want},
-        ]),
-    };
-    serde_json::from_value(ops).expect("a well-formed JSON patch")
-}
+pub(crate) use flotilla_runtime::finalizers_patch;

@@ -10,6 +10,11 @@
 //! - `flotilla_git_operations_total{op}`: `ls-remote`, `fetch`, and the
 //!   bundle directories `compiled` or `reused` from the tree-id cache
 //! - `flotilla_leader` (1 on the replica that leads) and `flotilla_caches_synced`
+//! - `flotilla_agent_writes_total{cluster,kind,verb}`: every write an agent
+//!   makes, downstream (applies, prunes, its inventory) and on the
+//!   management cluster (BundleDeployment status and finalizers)
+//! - `flotilla_agent_contact_writes_total{cluster}`: the agent's periodic
+//!   contact writes, counted apart because they are the only periodic ones
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +47,18 @@ struct WriteLabels {
     verb: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentWriteLabels {
+    cluster: String,
+    kind: String,
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -59,6 +76,8 @@ pub struct Metrics {
     gc_sweeps: Counter,
     leader: Gauge,
     synced: Gauge,
+    agent_writes: Family<AgentWriteLabels, Counter>,
+    agent_contact: Family<ClusterLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,8 +150,22 @@ impl Metrics {
             "1 once every watch has listed",
             synced.clone(),
         );
+        let agent_writes = Family::<AgentWriteLabels, Counter>::default();
+        registry.register(
+            "agent_writes",
+            "Writes an agent makes, downstream and on the management cluster, contact writes apart",
+            agent_writes.clone(),
+        );
+        let agent_contact = Family::<ClusterLabel, Counter>::default();
+        registry.register(
+            "agent_contact_writes",
+            "An agent's periodic contact writes to its Cluster's status",
+            agent_contact.clone(),
+        );
         Metrics {
             registry,
+            agent_writes,
+            agent_contact,
             reconciles,
             durations,
             queue_depth,
@@ -197,6 +230,24 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(leading as i64);
+    }
+
+    pub fn agent_write(&self, cluster: &str, kind: &str, verb: &'static str) {
+        self.agent_writes
+            .get_or_create(&AgentWriteLabels {
+                cluster: cluster.to_owned(),
+                kind: kind.to_owned(),
+                verb,
+            })
+            .inc();
+    }
+
+    pub fn agent_contact(&self, cluster: &str) {
+        self.agent_contact
+            .get_or_create(&ClusterLabel {
+                cluster: cluster.to_owned(),
+            })
+            .inc();
     }
 
     pub fn set_synced(&self, synced: bool) {
