@@ -164,12 +164,7 @@ impl Downstream {
     /// Starts watching a kind (labelled objects only) unless it is watched
     /// already, and waits until its first list is in the live map.
     pub async fn watch(self: &Arc<Self>, gvk: &Gvk) -> Result<(), String> {
-        let existing = self
-            .watches
-            .lock()
-            .expect("watches lock")
-            .get(gvk)
-            .cloned();
+        let existing = self.watches.lock().expect("watches lock").get(gvk).cloned();
         let mut synced = match existing {
             Some(rx) => rx,
             None => {
@@ -332,7 +327,10 @@ impl Downstream {
         Ok(api.get_opt(name).await?)
     }
 
-    pub async fn apply_parent(&self, parent: &k8s_openapi::api::core::v1::ConfigMap) -> Result<(), Error> {
+    pub async fn apply_parent(
+        &self,
+        parent: &k8s_openapi::api::core::v1::ConfigMap,
+    ) -> Result<(), Error> {
         let ns = parent.metadata.namespace.as_deref().unwrap_or_default();
         let name = parent.metadata.name.as_deref().unwrap_or_default();
         let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
@@ -402,7 +400,11 @@ async fn watch_kind(
                 if let (Some(seen), Some(m)) = (listing.as_mut(), Member::of(&value)) {
                     seen.insert(m.key);
                 }
+                // The first list only fills the map: whoever started the
+                // watch is waiting for it and looks next.
+                let first = !*synced.borrow();
                 if d.upsert(value)
+                    && !first
                     && let Some(owner) = owner
                 {
                     d.wake.wake(owner, "downstream");

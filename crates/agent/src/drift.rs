@@ -55,10 +55,7 @@ pub fn describe(differences: &[String]) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     if differences.len() > MAX_DESCRIBED {
-        s.push_str(&format!(
-            "; and {} more",
-            differences.len() - MAX_DESCRIBED
-        ));
+        s.push_str(&format!("; and {} more", differences.len() - MAX_DESCRIBED));
     }
     s
 }
@@ -111,7 +108,8 @@ fn remove_pointer(v: &mut Value, pointer: &str) {
 fn show(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 {
-        format!("{}...", &s[..s.floor_char_boundary(57)])
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
     } else {
         s
     }
@@ -174,7 +172,8 @@ mod tests {
         defaulted["metadata"]["resourceVersion"] = json!("42");
         defaulted["metadata"]["labels"]["extra"] = json!("added by someone");
         defaulted["spec"]["strategy"] = json!({"type": "RollingUpdate"});
-        defaulted["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+        defaulted["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+            json!("IfNotPresent");
         defaulted["status"] = json!({"replicas": 2});
         let mut unlabeled = deploy(2, "nginx:1");
         unlabeled["metadata"]["labels"] = json!({});
@@ -185,14 +184,28 @@ mod tests {
             .push(json!({"name": "sidecar"}));
         let rows: Vec<(&str, Value, Vec<&str>)> = vec![
             ("identical", deploy(2, "nginx:1"), vec![]),
-            ("server defaults, status and others' fields are not drift", defaulted, vec![]),
-            ("a scaled replica count", deploy(5, "nginx:1"), vec!["spec.replicas: applied 2, found 5"]),
+            (
+                "server defaults, status and others' fields are not drift",
+                defaulted,
+                vec![],
+            ),
+            (
+                "a scaled replica count",
+                deploy(5, "nginx:1"),
+                vec!["spec.replicas: applied 2, found 5"],
+            ),
             (
                 "a changed image",
                 deploy(2, "nginx:2"),
-                vec![r#"spec.template.spec.containers[0].image: applied "nginx:1", found "nginx:2""#],
+                vec![
+                    r#"spec.template.spec.containers[0].image: applied "nginx:1", found "nginx:2""#,
+                ],
             ),
-            ("a removed label", unlabeled, vec![r#"metadata.labels.app: applied "web", found none"#]),
+            (
+                "a removed label",
+                unlabeled,
+                vec![r#"metadata.labels.app: applied "web", found none"#],
+            ),
             (
                 "an added list item",
                 extra_container,
@@ -218,7 +231,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(drift(&deploy(2, "nginx:1"), &live, std::slice::from_ref(&ignore_replicas)).is_empty());
+        assert!(
+            drift(
+                &deploy(2, "nginx:1"),
+                &live,
+                std::slice::from_ref(&ignore_replicas)
+            )
+            .is_empty()
+        );
         let by_pointer = ComparePatch {
             json_pointers: vec!["/spec/replicas".into()],
             ..Default::default()
@@ -233,7 +253,9 @@ mod tests {
 
     #[test]
     fn describe_bounds_its_length() {
-        let many: Vec<String> = (0..5).map(|i| format!("f{i}: applied 1, found 2")).collect();
+        let many: Vec<String> = (0..5)
+            .map(|i| format!("f{i}: applied 1, found 2"))
+            .collect();
         assert_eq!(
             describe(&many),
             "f0: applied 1, found 2; f1: applied 1, found 2; f2: applied 1, found 2; and 2 more"

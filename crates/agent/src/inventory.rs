@@ -200,7 +200,13 @@ mod tests {
             "metadata": {"name": "web", "namespace": "shop"}
         });
         let member = Member::of(&obj).unwrap();
-        assert_eq!(member, Member { version: "v1".into(), ..m("apps", "Deployment", "shop", "web") });
+        assert_eq!(
+            member,
+            Member {
+                version: "v1".into(),
+                ..m("apps", "Deployment", "shop", "web")
+            }
+        );
         assert_eq!(member.api_version(), "apps/v1");
         let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
         assert_eq!(Member::of(&ns).unwrap().key.to_string(), "Namespace shop");
@@ -210,14 +216,37 @@ mod tests {
     #[test]
     fn prune_table() {
         let cm = m("", "ConfigMap", "a", "cfg");
-        let crd = m("apiextensions.k8s.io", "CustomResourceDefinition", "", "widgets.example.com");
+        let crd = m(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "",
+            "widgets.example.com",
+        );
         let cr = m("example.com", "Widget", "a", "w");
         let ns = m("", "Namespace", "", "a");
         let all = Inventory::new([cm.clone(), crd.clone(), cr.clone(), ns.clone()]);
         let rows: [(&str, Inventory, Inventory, bool, Vec<Member>); 5] = [
-            ("unchanged set prunes nothing", all.clone(), all.clone(), false, vec![]),
-            ("a removed object is pruned", all.clone(), Inventory::new([crd.clone(), cr.clone(), ns.clone()]), false, vec![cm.clone()]),
-            ("keepResources prunes nothing", all.clone(), Inventory::default(), true, vec![]),
+            (
+                "unchanged set prunes nothing",
+                all.clone(),
+                all.clone(),
+                false,
+                vec![],
+            ),
+            (
+                "a removed object is pruned",
+                all.clone(),
+                Inventory::new([crd.clone(), cr.clone(), ns.clone()]),
+                false,
+                vec![cm.clone()],
+            ),
+            (
+                "keepResources prunes nothing",
+                all.clone(),
+                Inventory::default(),
+                true,
+                vec![],
+            ),
             (
                 "everything goes: custom resources and namespaced objects before CRDs and namespaces",
                 all.clone(),
@@ -228,7 +257,10 @@ mod tests {
             (
                 "a version change is the same object",
                 Inventory::new([cm.clone()]),
-                Inventory::new([Member { version: "v2".into(), ..cm.clone() }]),
+                Inventory::new([Member {
+                    version: "v2".into(),
+                    ..cm.clone()
+                }]),
                 false,
                 vec![],
             ),
@@ -255,14 +287,21 @@ mod tests {
         let id = applyset_id("flotilla-web", "flotilla-system");
         assert!(id.starts_with("applyset-") && id.ends_with("-v1"), "{id}");
         assert_eq!(id.len(), 55);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
         assert_ne!(id, applyset_id("flotilla-web", "other"));
     }
 
     fn member() -> impl Strategy<Value = Member> {
         (0..3usize, 0..3usize, 0..4usize).prop_map(|(g, ns, n)| {
             let (group, kind) = [("", "ConfigMap"), ("apps", "Deployment"), ("", "Namespace")][g];
-            let ns = if kind == "Namespace" { "" } else { ["a", "b", "c"][ns] };
+            let ns = if kind == "Namespace" {
+                ""
+            } else {
+                ["a", "b", "c"][ns]
+            };
             m(group, kind, ns, &format!("o{n}"))
         })
     }

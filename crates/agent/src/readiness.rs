@@ -81,7 +81,9 @@ fn deployment(obj: &Value, status: &Value) -> Result<(), String> {
         ));
     }
     if available < updated {
-        return Err(format!("{available} of {updated} updated replicas available"));
+        return Err(format!(
+            "{available} of {updated} updated replicas available"
+        ));
     }
     Ok(())
 }
@@ -115,9 +117,7 @@ fn daemonset(status: &Value) -> Result<(), String> {
 }
 
 fn job(status: &Value) -> Result<(), String> {
-    let is = |t: &str| {
-        conditions(status).find(|c| c["type"] == t && c["status"] == "True")
-    };
+    let is = |t: &str| conditions(status).find(|c| c["type"] == t && c["status"] == "True");
     if let Some(failed) = is("Failed") {
         return Err(format!(
             "job failed: {}",
@@ -170,33 +170,51 @@ mod tests {
         let rows: Vec<(&str, Value, Result<(), &str>)> = vec![
             (
                 "deployment complete",
-                deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})),
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
                 Ok(()),
             ),
             (
                 "deployment not observed yet",
-                deploy(3, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})),
+                deploy(
+                    3,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
                 Err("waiting for the controller to observe the new generation"),
             ),
             (
                 "deployment rolling",
-                deploy(2, json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2})),
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
+                ),
                 Err("1 of 2 replicas updated"),
             ),
             (
                 "deployment old replicas",
-                deploy(2, json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2})),
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+                ),
                 Err("1 old replicas pending termination"),
             ),
             (
                 "deployment unavailable",
-                deploy(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})),
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+                ),
                 Err("1 of 2 updated replicas available"),
             ),
             (
                 "deployment past its deadline",
-                deploy(2, json!({"observedGeneration": 2, "conditions": [
-                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]})),
+                deploy(
+                    2,
+                    json!({"observedGeneration": 2, "conditions": [
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}),
+                ),
                 Err("rollout exceeded its progress deadline: too slow"),
             ),
             (
@@ -253,7 +271,11 @@ mod tests {
                 json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"conditions": [{"type": "Synced", "status": "False"}]}}),
                 Ok(()),
             ),
-            ("no status at all", json!({"apiVersion": "v1", "kind": "ConfigMap"}), Ok(())),
+            (
+                "no status at all",
+                json!({"apiVersion": "v1", "kind": "ConfigMap"}),
+                Ok(()),
+            ),
         ];
         for (what, obj, want) in rows {
             assert_eq!(readiness(&obj, None), want.map_err(String::from), "{what}");

@@ -10,12 +10,12 @@
 //! 5. the same deployment: re-apply drifted objects when `correctDrift`;
 //! 6. judge readiness and drift, and write the status only if it changed.
 
+use crate::Error;
 use crate::downstream::{api_message, gvk_of};
 use crate::drift::{describe, drift};
 use crate::inventory::{Inventory, Member, ObjKey, applyset_id, phase, prune};
 use crate::readiness::readiness;
 use crate::run::Inner;
-use crate::Error;
 use flotilla_api::bundledeployment::MAX_RESOURCE_STATUSES;
 use flotilla_api::condition::{ConditionUpdate, DEPLOYED, set_condition};
 use flotilla_api::{
@@ -237,7 +237,11 @@ enum Prepare {
 
 /// The rendered manifests of the BundleDeployment's deployment, from
 /// memory or rendered now.
-async fn prepare(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Result<Arc<Deployed>, Prepare> {
+async fn prepare(
+    inner: &Inner,
+    bd: &BundleDeployment,
+    parent: &Parent,
+) -> Result<Arc<Deployed>, Prepare> {
     let name = bd.metadata.name.clone().unwrap_or_default();
     if let Some(d) = inner.deployed.lock().expect("deployed lock").get(&name)
         && d.deployment_id == bd.spec.deployment_id
@@ -253,7 +257,12 @@ async fn prepare(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resul
                 bd.spec.content_id
             )));
         }
-        Err(e) => return Err(Prepare::Retry(format!("reading Content: {}", api_message(e)))),
+        Err(e) => {
+            return Err(Prepare::Retry(format!(
+                "reading Content: {}",
+                api_message(e)
+            )));
+        }
     };
     let files = BundleContent::from_gzip(&content.spec.content.0)
         .map_err(|e| Prepare::Invalid(format!("Content {}: {e}", bd.spec.content_id)))?;
@@ -272,7 +281,12 @@ async fn prepare(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resul
     let options = bd.spec.options.clone();
     let tools = inner.config.tools.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        cluster_scoped.extend(crd_scopes(&files).into_iter().filter(|(_, c)| *c).map(|(gk, _)| gk));
+        cluster_scoped.extend(
+            crd_scopes(&files)
+                .into_iter()
+                .filter(|(_, c)| *c)
+                .map(|(gk, _)| gk),
+        );
         render(&RenderInput {
             content: &files,
             options: &options,
@@ -300,9 +314,16 @@ async fn prepare(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resul
         let gk = (member.key.group.clone(), member.key.kind.clone());
         let namespaced = match crds.get(&gk) {
             Some(cluster) => Some(!cluster),
-            None => inner.down.resolve(&gvk_of(&member)).await.ok().map(|r| r.namespaced),
+            None => inner
+                .down
+                .resolve(&gvk_of(&member))
+                .await
+                .ok()
+                .map(|r| r.namespaced),
         };
-        let meta = obj["metadata"].as_object_mut().expect("member has metadata");
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("member has metadata");
         match namespaced {
             Some(false) => {
                 meta.remove("namespace");
@@ -349,7 +370,10 @@ fn crd_scopes(files: &BundleContent) -> BTreeMap<(String, String), bool> {
                     doc["spec"]["names"]["kind"].as_str(),
                 )
             {
-                out.insert((g.to_owned(), k.to_owned()), doc["spec"]["scope"] == "Cluster");
+                out.insert(
+                    (g.to_owned(), k.to_owned()),
+                    doc["spec"]["scope"] == "Cluster",
+                );
             }
         }
     }
@@ -477,7 +501,11 @@ fn owned_by_agent(live: &Value) -> bool {
 }
 
 async fn read_parent(inner: &Inner, parent: &Parent) -> Result<Inventory, Error> {
-    let Some(cm) = inner.down.get_parent(&parent.namespace, &parent.name).await? else {
+    let Some(cm) = inner
+        .down
+        .get_parent(&parent.namespace, &parent.name)
+        .await?
+    else {
         return Ok(Inventory::default());
     };
     let text = cm
@@ -512,7 +540,10 @@ async fn write_parent(
             namespace: Some(parent.namespace.clone()),
             labels: Some(BTreeMap::from([
                 ("applyset.kubernetes.io/id".to_owned(), parent.id.clone()),
-                (keys::MANAGED_BY.to_owned(), keys::MANAGED_BY_VALUE.to_owned()),
+                (
+                    keys::MANAGED_BY.to_owned(),
+                    keys::MANAGED_BY_VALUE.to_owned(),
+                ),
             ])),
             annotations: Some(BTreeMap::from([
                 (
@@ -765,7 +796,10 @@ fn refers_to(r: &flotilla_api::BundleRef, dep: &BundleDeployment) -> bool {
 /// The `dependsOn` bundles that are not Ready on this cluster, each with
 /// its state. A named bundle with no deployment here is waited for; a
 /// selector that matches nothing asks for nothing.
-pub(crate) fn unready_dependencies(bd: &BundleDeployment, all: &[Arc<BundleDeployment>]) -> Vec<String> {
+pub(crate) fn unready_dependencies(
+    bd: &BundleDeployment,
+    all: &[Arc<BundleDeployment>],
+) -> Vec<String> {
     let mut out = BTreeSet::new();
     for r in &bd.spec.depends_on {
         let deps: Vec<&Arc<BundleDeployment>> = all
@@ -793,7 +827,12 @@ mod tests {
     use flotilla_api::{BundleDeploymentSpec, BundleRef};
     use serde_json::json;
 
-    fn bd(name: &str, id: &str, status: Option<(&str, bool, bool)>, deps: &[&str]) -> Arc<BundleDeployment> {
+    fn bd(
+        name: &str,
+        id: &str,
+        status: Option<(&str, bool, bool)>,
+        deps: &[&str],
+    ) -> Arc<BundleDeployment> {
         let mut b = BundleDeployment::new(
             name,
             BundleDeploymentSpec {
@@ -838,16 +877,21 @@ mod tests {
         let mut app = (*bd("app", "x", None, &[])).clone();
         app.spec.depends_on = vec![BundleRef {
             name: None,
-            selector: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-                match_labels: Some(BTreeMap::from([("tier".into(), "data".into())])),
-                ..Default::default()
-            }),
+            selector: Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                    match_labels: Some(BTreeMap::from([("tier".into(), "data".into())])),
+                    ..Default::default()
+                },
+            ),
         }];
         let mut db = (*bd("db", "d", Some(("d", false, true)), &[])).clone();
         db.metadata.labels = Some(BTreeMap::from([("tier".into(), "data".into())]));
         let all = vec![Arc::new(db)];
         assert_eq!(unready_dependencies(&app, &all), ["db (NotReady)"]);
-        assert!(unready_dependencies(&app, &[]).is_empty(), "a selector matching nothing asks for nothing");
+        assert!(
+            unready_dependencies(&app, &[]).is_empty(),
+            "a selector matching nothing asks for nothing"
+        );
     }
 
     fn cm(name: &str, data: &str) -> Value {
@@ -861,15 +905,29 @@ mod tests {
         for obj in [cm("same", "1"), cm("changed", "2")] {
             live.insert(Member::of(&obj).unwrap().key, Arc::new(obj));
         }
-        let a = assess_with(&desired, |k| live.get(k).cloned(), &BundleDeploymentOptions::default());
+        let a = assess_with(
+            &desired,
+            |k| live.get(k).cloned(),
+            &BundleDeploymentOptions::default(),
+        );
         assert!(!a.ready && !a.non_modified);
         assert_eq!(a.drifted.len(), 2);
-        let names: Vec<(&str, bool)> = a.modified.iter().map(|m| (m.name.as_str(), m.missing)).collect();
+        let names: Vec<(&str, bool)> = a
+            .modified
+            .iter()
+            .map(|m| (m.name.as_str(), m.missing))
+            .collect();
         assert_eq!(names, [("changed", false), ("gone", true)]);
         assert_eq!(a.modified[0].patch, r#"data.k: applied "1", found "2""#);
         assert_eq!(a.non_ready[0].message, "missing");
 
-        let all_live = |k: &ObjKey| desired.iter().find(|o| Member::of(o).unwrap().key == *k).cloned().map(Arc::new);
+        let all_live = |k: &ObjKey| {
+            desired
+                .iter()
+                .find(|o| Member::of(o).unwrap().key == *k)
+                .cloned()
+                .map(Arc::new)
+        };
         let ok = assess_with(&desired, all_live, &BundleDeploymentOptions::default());
         assert!(ok.ready && ok.non_modified && ok.modified.is_empty() && ok.non_ready.is_empty());
     }
@@ -879,14 +937,26 @@ mod tests {
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let b = bd("app", "v2", Some(("v1", true, true)), &[]);
         let current = b.status.clone().unwrap();
-        let failed = next_status(&b, &current, &Outcome::failed("ApplyFailed", "ConfigMap a/x: denied".into()), &now);
-        assert_eq!(failed.applied_deployment_id, "v1", "a failed apply keeps the applied deployment");
+        let failed = next_status(
+            &b,
+            &current,
+            &Outcome::failed("ApplyFailed", "ConfigMap a/x: denied".into()),
+            &now,
+        );
+        assert_eq!(
+            failed.applied_deployment_id, "v1",
+            "a failed apply keeps the applied deployment"
+        );
         assert_eq!(failed.display.state, "ErrApplied");
         assert_eq!(failed.display.message, "ConfigMap a/x: denied");
 
         let applied = Outcome {
             applied: true,
-            assessment: Some(assess_with(&[], |_| None, &BundleDeploymentOptions::default())),
+            assessment: Some(assess_with(
+                &[],
+                |_| None,
+                &BundleDeploymentOptions::default(),
+            )),
             ..Outcome::default()
         };
         let ok = next_status(&b, &failed, &applied, &now);
@@ -897,9 +967,17 @@ mod tests {
         done.status = Some(ok.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::now());
         let again = Outcome {
-            assessment: Some(assess_with(&[], |_| None, &BundleDeploymentOptions::default())),
+            assessment: Some(assess_with(
+                &[],
+                |_| None,
+                &BundleDeploymentOptions::default(),
+            )),
             ..Outcome::default()
         };
-        assert_eq!(next_status(&done, &ok, &again, &later), ok, "a no-op resync changes nothing");
+        assert_eq!(
+            next_status(&done, &ok, &again, &later),
+            ok,
+            "a no-op resync changes nothing"
+        );
     }
 }

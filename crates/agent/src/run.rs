@@ -114,7 +114,12 @@ impl Inner {
     /// reconcile right after a status write never acts on the old status.
     pub fn bd(&self, name: &str) -> Option<Arc<BundleDeployment>> {
         let cached = self.bds.read().expect("bds lock").get(name).cloned()?;
-        let written = self.written.lock().expect("written lock").get(name).cloned();
+        let written = self
+            .written
+            .lock()
+            .expect("written lock")
+            .get(name)
+            .cloned();
         match written {
             Some(w) if rv(&w) > rv(&cached) && w.metadata.uid == cached.metadata.uid => Some(w),
             _ => Some(cached),
@@ -132,7 +137,12 @@ impl Inner {
     }
 
     pub fn all_bds(&self) -> Vec<Arc<BundleDeployment>> {
-        self.bds.read().expect("bds lock").values().cloned().collect()
+        self.bds
+            .read()
+            .expect("bds lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Applies one BundleDeployment event to the cache and wakes whoever

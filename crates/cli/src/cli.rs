@@ -19,6 +19,8 @@ enum Command {
     /// Run the controllers (GitRepo, fan-out, GC, status) against a
     /// management cluster.
     Controller(Box<crate::controller::Args>),
+    /// Run the agent of one downstream cluster, inside it.
+    Agent(Box<crate::agent::Args>),
     /// Print every Flotilla CRD as YAML, or write one file per CRD.
     Crds(crate::crds::CrdsArgs),
     /// Show which clusters get which bundle of a repository, without a cluster.
@@ -29,6 +31,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Controller(args) => crate::controller::run(*args),
+        Command::Agent(args) => crate::agent::run(*args),
         Command::Crds(args) => crate::crds::run(&args),
         Command::Plan(args) => crate::plan::run(&args),
     };

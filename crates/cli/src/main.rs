@@ -3,6 +3,7 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cli;
 mod controller;
 mod crds;

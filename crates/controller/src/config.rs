@@ -8,7 +8,8 @@ use std::time::Duration;
 /// Every worker pool accepts 1..=1024 workers.
 pub const MAX_WORKERS: u16 = 1024;
 
-fn workers(s: &str) -> Result<usize, String> {
+/// Parses a worker count: a whole number in 1..=[`MAX_WORKERS`].
+pub fn parse_workers(s: &str) -> Result<usize, String> {
     let n: u64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a whole number of workers"))?;
@@ -49,21 +50,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ControllerArgs {
     /// Workers of the GitRepo controller.
-    #[arg(long, env = "FLOTILLA_GITREPO_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    #[arg(long, env = "FLOTILLA_GITREPO_WORKERS", default_value = "4", value_parser = parse_workers, value_name = "N")]
     pub gitrepo_workers: usize,
     /// Workers of the fan-out controller (Bundles -> BundleDeployments, and
     /// the cluster namespaces).
-    #[arg(long, env = "FLOTILLA_FANOUT_WORKERS", default_value = "8", value_parser = workers, value_name = "N")]
+    #[arg(long, env = "FLOTILLA_FANOUT_WORKERS", default_value = "8", value_parser = parse_workers, value_name = "N")]
     pub fanout_workers: usize,
     /// Workers of the GC controller.
-    #[arg(long, env = "FLOTILLA_GC_WORKERS", default_value = "8", value_parser = workers, value_name = "N")]
+    #[arg(long, env = "FLOTILLA_GC_WORKERS", default_value = "8", value_parser = parse_workers, value_name = "N")]
     pub gc_workers: usize,
     /// Workers of the status controller.
-    #[arg(long, env = "FLOTILLA_STATUS_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    #[arg(long, env = "FLOTILLA_STATUS_WORKERS", default_value = "4", value_parser = parse_workers, value_name = "N")]
     pub status_workers: usize,
     /// Workers of the in-process agents (one pool per downstream cluster).
-    #[arg(long, env = "FLOTILLA_AGENT_WORKERS", default_value = "4", value_parser = workers, value_name = "N")]
+    #[arg(long, env = "FLOTILLA_AGENT_WORKERS", default_value = "4", value_parser = parse_workers, value_name = "N")]
     pub agent_workers: usize,
+    /// How often each in-process agent records its contact on its Cluster
+    /// (`status.agent.lastSeen`): the only periodic write.
+    #[arg(long, env = "FLOTILLA_AGENT_CONTACT_INTERVAL", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_contact_interval: Duration,
+    /// Downstream namespace of the in-process agents' inventory parents.
+    #[arg(
+        long,
+        env = "FLOTILLA_AGENT_INVENTORY_NAMESPACE",
+        default_value = "flotilla-system",
+        value_name = "NS"
+    )]
+    pub agent_inventory_namespace: String,
     /// How often the GC safety sweep looks for stale BundleDeployments it
     /// should already have deleted.
     #[arg(long, env = "FLOTILLA_GC_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
@@ -385,6 +398,8 @@ mod chart_tests {
             )
         );
         assert_eq!(args.gc_sweep_interval, d.gc_sweep_interval);
+        assert_eq!(args.agent_contact_interval, d.agent_contact_interval);
+        assert_eq!(args.agent_inventory_namespace, d.agent_inventory_namespace);
         assert_eq!(args.lease_duration, d.lease_duration);
         assert!(args.leader_elect);
         assert_eq!(args.git_timeout, d.git_timeout);
@@ -402,6 +417,7 @@ mod chart_tests {
         let env = render(Some(
             "workers: {gitrepo: 2, fanout: 64, gc: 32, status: 16, agent: 12}\n\
              gc: {sweepInterval: 90s}\n\
+             agent: {contactInterval: 30s, inventoryNamespace: fleet-inventory}\n\
              leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
              metrics: {port: 9090}\n\
              git: {timeout: 2m}\n\
@@ -419,6 +435,8 @@ mod chart_tests {
             (2, 64, 32, 16, 12)
         );
         assert_eq!(args.gc_sweep_interval, Duration::from_secs(90));
+        assert_eq!(args.agent_contact_interval, Duration::from_secs(30));
+        assert_eq!(args.agent_inventory_namespace, "fleet-inventory");
         assert!(!args.leader_elect);
         assert_eq!(args.lease_duration, Duration::from_secs(30));
         assert_eq!(args.lease_renew_deadline, Duration::from_secs(20));

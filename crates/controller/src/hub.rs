@@ -267,6 +267,14 @@ impl Hub {
         match delta {
             Delta::Upsert { old, new } => {
                 let key = ObjectKey::of(&new.metadata);
+                if old.as_ref().is_none_or(|o| {
+                    o.spec.kube_config_secret != new.spec.kube_config_secret
+                        || o.spec.kube_config_secret_namespace
+                            != new.spec.kube_config_secret_namespace
+                        || deleting(&**o) != deleting(&*new)
+                }) {
+                    self.ctx.agents_changed.notify_one();
+                }
                 if deleting(&*new) {
                     self.cluster_gone(&key);
                     return;
@@ -304,7 +312,10 @@ impl Hub {
                     }
                 }
             }
-            Delta::Removed(old) => self.cluster_gone(&ObjectKey::of(&old.metadata)),
+            Delta::Removed(old) => {
+                self.ctx.agents_changed.notify_one();
+                self.cluster_gone(&ObjectKey::of(&old.metadata));
+            }
         }
     }
 

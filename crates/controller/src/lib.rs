@@ -22,6 +22,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod agents;
 pub mod cache;
 pub mod config;
 mod fanout;
@@ -33,9 +34,10 @@ pub mod rollout;
 mod status;
 pub mod topology;
 
+pub use agents::KUBECONFIG_KEY;
 pub use config::ControllerArgs;
-pub use flotilla_targeting::ObjectKey;
 pub use flotilla_runtime::{Metrics, metrics, queue};
+pub use flotilla_targeting::ObjectKey;
 pub use topology::cluster_namespace;
 
 use crate::cache::Cache;
@@ -112,6 +114,8 @@ pub struct Context {
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Where webhooks are received, once bound.
     pub webhook_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Poked by the hub when a Cluster's agent may need starting or stopping.
+    pub agents_changed: tokio::sync::Notify,
     synced: watch::Sender<bool>,
     leading: watch::Sender<bool>,
 }
@@ -139,6 +143,7 @@ impl Context {
             rollout_waiting: Mutex::new(HashSet::new()),
             http_addr: std::sync::OnceLock::new(),
             webhook_addr: std::sync::OnceLock::new(),
+            agents_changed: tokio::sync::Notify::new(),
             synced: watch::channel(false).0,
             leading: watch::channel(false).0,
         }

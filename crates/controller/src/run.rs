@@ -179,6 +179,10 @@ impl Controller {
                 move |k: ObjectKey, _t| gitrepo::reconcile(Arc::clone(&c), k),
             ));
             tasks.spawn(gitpoll::poll_loop(Arc::clone(&ctx), active_rx.clone()));
+            tasks.spawn(crate::agents::supervise(
+                Arc::clone(&ctx),
+                active_rx.clone(),
+            ));
             let c = Arc::clone(&ctx);
             tasks.spawn(run_workers(
                 Arc::clone(&ctx.fanout),

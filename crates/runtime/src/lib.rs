@@ -16,7 +16,10 @@ pub use queue::{Action, Queue, run_workers};
 /// test of the list it read, so that it conflicts only with a concurrent
 /// finalizer change and never with an unrelated write such as a status
 /// update (which a resourceVersion guard would).
-pub fn finalizers_patch(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, want: &[String]) -> json_patch::Patch {
+pub fn finalizers_patch(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    want: &[String],
+) -> json_patch::Patch {
     let ops = match &meta.finalizers {
         Some(have) => serde_json::json!([
             {"op": "test", "path": "/metadata/finalizers", "value": have},

@@ -24,7 +24,10 @@ async fn applies_a_bundle_with_its_namespace_inventory_and_finalizer() {
     let content = files(&[
         ("cm.yaml", configmap("settings", "shop", "1")),
         ("deploy.yaml", deployment("web", "shop")),
-        ("default-ns.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nameless\ndata: {}\n".into()),
+        (
+            "default-ns.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nameless\ndata: {}\n".into(),
+        ),
     ]);
     let id = deploy(&mgmt, "shop", &content, opts()).await;
 
@@ -34,30 +37,63 @@ async fn applies_a_bundle_with_its_namespace_inventory_and_finalizer() {
     assert!(!status.ready);
     assert_eq!(status.non_ready_status.len(), 1);
     assert_eq!(status.non_ready_status[0].kind, "Deployment");
-    assert!(bd.metadata.finalizers.unwrap().contains(&keys::BUNDLE_DEPLOYMENT_FINALIZER.to_string()));
-    let deployed = status.conditions.iter().find(|c| c.type_ == "Deployed").unwrap();
+    assert!(
+        bd.metadata
+            .finalizers
+            .unwrap()
+            .contains(&keys::BUNDLE_DEPLOYMENT_FINALIZER.to_string())
+    );
+    let deployed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Deployed")
+        .unwrap();
     assert_eq!(deployed.status, "True");
 
     // The namespace was created; objects carry the inventory labels and
     // the agent's field manager; an object naming no namespace went to
     // `default`.
     assert!(get(&down, "v1", "Namespace", None, "shop").await.is_some());
-    let cm = get(&down, "v1", "ConfigMap", Some("shop"), "settings").await.unwrap();
+    let cm = get(&down, "v1", "ConfigMap", Some("shop"), "settings")
+        .await
+        .unwrap();
     let labels = &cm["metadata"]["labels"];
     assert_eq!(labels[keys::BUNDLE_DEPLOYMENT], "shop");
     let applyset = labels[keys::PART_OF].as_str().unwrap().to_owned();
     assert!(applyset.starts_with("applyset-"));
-    assert!(cm["metadata"]["managedFields"].as_array().unwrap().iter().any(|f| f["manager"] == keys::AGENT_FIELD_MANAGER));
-    assert!(get(&down, "v1", "ConfigMap", Some("default"), "nameless").await.is_some());
+    assert!(
+        cm["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["manager"] == keys::AGENT_FIELD_MANAGER)
+    );
+    assert!(
+        get(&down, "v1", "ConfigMap", Some("default"), "nameless")
+            .await
+            .is_some()
+    );
 
     // The parent records every member and carries the ApplySet id.
-    let parent = get(&down, "v1", "ConfigMap", Some(INVENTORY_NS), "flotilla-shop").await.unwrap();
-    assert_eq!(parent["metadata"]["labels"]["applyset.kubernetes.io/id"], applyset.as_str());
+    let parent = get(
+        &down,
+        "v1",
+        "ConfigMap",
+        Some(INVENTORY_NS),
+        "flotilla-shop",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parent["metadata"]["labels"]["applyset.kubernetes.io/id"],
+        applyset.as_str()
+    );
     assert_eq!(
         parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"],
         "ConfigMap,Deployment.apps"
     );
-    let members: Vec<serde_json::Value> = serde_json::from_str(parent["data"]["members"].as_str().unwrap()).unwrap();
+    let members: Vec<serde_json::Value> =
+        serde_json::from_str(parent["data"]["members"].as_str().unwrap()).unwrap();
     assert_eq!(members.len(), 3);
 
     // The rollout completes: Ready.
@@ -81,7 +117,9 @@ async fn an_update_changes_only_what_changed_and_prunes_what_left() {
     ]);
     let id1 = deploy(&mgmt, "app", &v1, opts()).await;
     wait_state(&mgmt, "app", &id1, "Ready").await;
-    let same_rv = rv(&get(&down, "v1", "ConfigMap", Some("app"), "same").await.unwrap());
+    let same_rv = rv(&get(&down, "v1", "ConfigMap", Some("app"), "same")
+        .await
+        .unwrap());
     let writes_before = agent.writes();
 
     let v2 = files(&[
@@ -91,13 +129,21 @@ async fn an_update_changes_only_what_changed_and_prunes_what_left() {
     ]);
     let id2 = deploy(&mgmt, "app", &v2, opts()).await;
     wait_state(&mgmt, "app", &id2, "Ready").await;
-    assert_eq!(cm_value(&down, "app", "changed").await.as_deref(), Some("2"));
+    assert_eq!(
+        cm_value(&down, "app", "changed").await.as_deref(),
+        Some("2")
+    );
     assert_eq!(cm_value(&down, "app", "added").await.as_deref(), Some("1"));
     eventually("removed is pruned", || async {
-        cm_value(&down, "app", "removed").await.is_none().then_some(())
+        cm_value(&down, "app", "removed")
+            .await
+            .is_none()
+            .then_some(())
     })
     .await;
-    let same = get(&down, "v1", "ConfigMap", Some("app"), "same").await.unwrap();
+    let same = get(&down, "v1", "ConfigMap", Some("app"), "same")
+        .await
+        .unwrap();
     assert_eq!(rv(&same), same_rv, "an unchanged object is not written");
     // Two applies, one prune, the inventory twice (during and after) and
     // the status: nothing for the unchanged object.
@@ -113,7 +159,10 @@ async fn an_update_changes_only_what_changed_and_prunes_what_left() {
     let id3 = deploy(&mgmt, "app", &v3, keep).await;
     wait_state(&mgmt, "app", &id3, "Ready").await;
     assert_eq!(cm_value(&down, "app", "added").await.as_deref(), Some("1"));
-    assert_eq!(cm_value(&down, "app", "changed").await.as_deref(), Some("2"));
+    assert_eq!(
+        cm_value(&down, "app", "changed").await.as_deref(),
+        Some("2")
+    );
     agent.stop().await;
 }
 
@@ -152,20 +201,44 @@ async fn crds_and_namespaces_go_first_then_their_objects() {
     ]);
     let id = deploy(&mgmt, "widgets", &content, opts()).await;
     wait_state(&mgmt, "widgets", &id, "Ready").await;
-    let w = get(&down, "example.com/v1", "Widget", Some("tools"), "w1").await.unwrap();
+    let w = get(&down, "example.com/v1", "Widget", Some("tools"), "w1")
+        .await
+        .unwrap();
     assert_eq!(w["spec"]["size"], 3);
     assert!(get(&down, "v1", "Namespace", None, "tools").await.is_some());
 
     // Deleting the BundleDeployment prunes custom resources, CRD and
     // namespace, then releases the finalizer.
     let bds = kube::Api::<flotilla_api::BundleDeployment>::namespaced(mgmt.clone(), CLUSTER_NS);
-    bds.delete("widgets", &DeleteParams::default()).await.unwrap();
+    bds.delete("widgets", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the BundleDeployment is gone", || async {
         bd(&mgmt, "widgets").await.is_none().then_some(())
     })
     .await;
-    assert!(get(&down, "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "widgets.example.com").await.is_none());
-    assert!(get(&down, "v1", "ConfigMap", Some(INVENTORY_NS), "flotilla-widgets").await.is_none());
+    assert!(
+        get(
+            &down,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "widgets.example.com"
+        )
+        .await
+        .is_none()
+    );
+    assert!(
+        get(
+            &down,
+            "v1",
+            "ConfigMap",
+            Some(INVENTORY_NS),
+            "flotilla-widgets"
+        )
+        .await
+        .is_none()
+    );
     eventually("the namespace is pruned", || async {
         let ns = get(&down, "v1", "Namespace", None, "tools").await;
         (ns.is_none() || ns.unwrap()["metadata"]["deletionTimestamp"].is_string()).then_some(())
@@ -191,14 +264,21 @@ async fn drift_is_reported_and_corrected_when_asked() {
     // Someone edits an object: Modified, saying what differs; nothing is
     // re-applied without correctDrift.
     let cms = api(&down, "v1", "ConfigMap", Some("d"));
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(&json!({"data": {"value": "edited"}})))
-        .await
-        .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"value": "edited"}})),
+    )
+    .await
+    .unwrap();
     let drifted = wait_state(&mgmt, "drift", &id, "Modified").await;
     let modified = &drifted.status.unwrap().modified_status;
     assert_eq!(modified.len(), 1);
     assert_eq!(modified[0].name, "a");
-    assert_eq!(modified[0].patch, r#"data.value: applied "1", found "edited""#);
+    assert_eq!(
+        modified[0].patch,
+        r#"data.value: applied "1", found "edited""#
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(cm_value(&down, "d", "a").await.as_deref(), Some("edited"));
 
@@ -206,7 +286,10 @@ async fn drift_is_reported_and_corrected_when_asked() {
     cms.delete("b", &DeleteParams::default()).await.unwrap();
     eventually("b reported missing", || async {
         let st = bd(&mgmt, "drift").await?.status?;
-        st.modified_status.iter().any(|m| m.name == "b" && m.missing).then_some(())
+        st.modified_status
+            .iter()
+            .any(|m| m.name == "b" && m.missing)
+            .then_some(())
     })
     .await;
 
@@ -222,9 +305,13 @@ async fn drift_is_reported_and_corrected_when_asked() {
     wait_state(&mgmt, "drift", &id2, "Ready").await;
     assert_eq!(cm_value(&down, "d", "a").await.as_deref(), Some("1"));
     assert_eq!(cm_value(&down, "d", "b").await.as_deref(), Some("1"));
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(&json!({"data": {"value": "again"}})))
-        .await
-        .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"value": "again"}})),
+    )
+    .await
+    .unwrap();
     eventually("drift corrected", || async {
         (cm_value(&down, "d", "a").await.as_deref() == Some("1")).then_some(())
     })
@@ -243,7 +330,8 @@ async fn depends_on_waits_for_the_named_bundle_to_be_ready() {
     let app_id = deploy_with(&mgmt, "app", &app, opts(), depends_on(&["db"])).await;
     eventually("app waits for db", || async {
         let st = bd(&mgmt, "app").await?.status?;
-        (st.display.message == "waiting for bundles to be Ready here: db (not deployed)").then_some(())
+        (st.display.message == "waiting for bundles to be Ready here: db (not deployed)")
+            .then_some(())
     })
     .await;
     assert!(cm_value(&down, "apps", "app").await.is_none());
@@ -280,7 +368,11 @@ async fn a_rejected_resource_is_errapplied_and_the_rest_still_lands() {
     // rejects (a kind it does not serve).
     let v2 = files(&[
         ("fresh.yaml", configmap("fresh", "r", "1")),
-        ("gizmo.yaml", "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: g\n  namespace: r\n".into()),
+        (
+            "gizmo.yaml",
+            "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: g\n  namespace: r\n"
+                .into(),
+        ),
     ]);
     let id2 = deploy(&mgmt, "rej", &v2, opts()).await;
     let failed = eventually("ErrApplied", || async {
@@ -289,11 +381,26 @@ async fn a_rejected_resource_is_errapplied_and_the_rest_still_lands() {
     })
     .await;
     let status = failed.status.unwrap();
-    assert_eq!(status.applied_deployment_id, id1, "the failed deployment is not marked applied");
-    let cond = status.conditions.iter().find(|c| c.type_ == "Deployed").unwrap();
+    assert_eq!(
+        status.applied_deployment_id, id1,
+        "the failed deployment is not marked applied"
+    );
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Deployed")
+        .unwrap();
     assert_eq!(cond.status, "False");
-    assert!(cond.message.contains("Gizmo.example.com r/g"), "{}", cond.message);
-    assert!(cond.message.contains("does not serve Gizmo"), "{}", cond.message);
+    assert!(
+        cond.message.contains("Gizmo.example.com r/g"),
+        "{}",
+        cond.message
+    );
+    assert!(
+        cond.message.contains("does not serve Gizmo"),
+        "{}",
+        cond.message
+    );
     // The rest was applied; nothing previously deployed was pruned.
     assert_eq!(cm_value(&down, "r", "fresh").await.as_deref(), Some("1"));
     assert_eq!(cm_value(&down, "r", "keep").await.as_deref(), Some("1"));
@@ -330,7 +437,10 @@ async fn a_restarted_agent_resumes_with_zero_writes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(again.writes(), 0.0, "a no-op resync writes nothing");
     let after = bd(&mgmt, "z").await.unwrap();
-    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
     again.stop().await;
 }
 
@@ -358,7 +468,11 @@ async fn the_agent_survives_a_downstream_api_server_restart() {
     // through the re-established watch and corrected.
     let fresh = down_server.client();
     api(&fresh, "v1", "ConfigMap", Some("s"))
-        .patch("a", &PatchParams::default(), &Patch::Merge(&json!({"data": {"value": "x"}})))
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"value": "x"}})),
+        )
         .await
         .unwrap();
     eventually("drift corrected after the restart", || async {
@@ -375,6 +489,9 @@ async fn the_agent_survives_a_downstream_api_server_restart() {
     let clusters = kube::Api::<flotilla_api::Cluster>::namespaced(mgmt.clone(), WORKSPACE);
     let c = clusters.get("c1").await.unwrap();
     assert!(c.status.unwrap().agent.last_seen.is_some());
-    eventually("a second contact", || async { (agent.contacts() >= 2.0).then_some(()) }).await;
+    eventually("a second contact", || async {
+        (agent.contacts() >= 2.0).then_some(())
+    })
+    .await;
     agent.stop().await;
 }

@@ -219,7 +219,10 @@ pub async fn deploy_with(
     let mut bd = BundleDeployment::new(name, spec);
     bd.metadata.labels = Some(BTreeMap::from([
         (keys::BUNDLE_NAME.to_string(), name.to_string()),
-        (keys::MANAGED_BY.to_string(), keys::MANAGED_BY_VALUE.to_string()),
+        (
+            keys::MANAGED_BY.to_string(),
+            keys::MANAGED_BY_VALUE.to_string(),
+        ),
     ]));
     bds.patch(
         name,
@@ -251,7 +254,12 @@ pub async fn bd(mgmt: &kube::Client, name: &str) -> Option<BundleDeployment> {
 
 /// Waits until BundleDeployment `name` reports `id` applied and the
 /// state `state`.
-pub async fn wait_state(mgmt: &kube::Client, name: &str, id: &str, state: &str) -> BundleDeployment {
+pub async fn wait_state(
+    mgmt: &kube::Client,
+    name: &str,
+    id: &str,
+    state: &str,
+) -> BundleDeployment {
     eventually(&format!("{name} {state} at {id}"), || async {
         let bd = bd(mgmt, name).await?;
         let st = bd.status.as_ref()?;
@@ -266,7 +274,12 @@ pub fn gvk(api_version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
 }
 
-pub fn api(client: &kube::Client, api_version: &str, kind: &str, ns: Option<&str>) -> Api<DynamicObject> {
+pub fn api(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
     let ar = gvk(api_version, kind);
     match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -274,7 +287,13 @@ pub fn api(client: &kube::Client, api_version: &str, kind: &str, ns: Option<&str
     }
 }
 
-pub async fn get(client: &kube::Client, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+pub async fn get(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<Value> {
     api(client, api_version, kind, ns)
         .get_opt(name)
         .await
@@ -288,13 +307,18 @@ pub async fn cm_value(client: &kube::Client, ns: &str, name: &str) -> Option<Str
 }
 
 pub fn rv(obj: &Value) -> String {
-    obj["metadata"]["resourceVersion"].as_str().unwrap().to_owned()
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Marks a Deployment's rollout complete, as a kube-controller-manager
 /// would.
 pub async fn roll_out(client: &kube::Client, ns: &str, name: &str) {
-    let d = get(client, "apps/v1", "Deployment", Some(ns), name).await.unwrap();
+    let d = get(client, "apps/v1", "Deployment", Some(ns), name)
+        .await
+        .unwrap();
     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
     let status = json!({"status": {
         "observedGeneration": d["metadata"]["generation"],

@@ -3,7 +3,8 @@
 
 /// Prints one figure as `BENCH <name> <value> <unit>`.
 pub fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH {name} {value:.3} {unit}");
+    // `+ 0.0` turns an empty sum's -0.0 into 0.0.
+    println!("BENCH {name} {:.3} {unit}", value + 0.0);
 }
 
 /// The `p` quantile (0..=1) of `samples`, nearest rank; sorts them.

@@ -2,6 +2,7 @@
 //! with fake agents standing in for the real ones. One binary, to keep
 //! builds short.
 
+mod agents;
 mod fanout;
 mod gc;
 mod gitrepo;
