@@ -248,6 +248,11 @@ async fn prepare(
     {
         return Ok(Arc::clone(d));
     }
+    if bd.spec.content_id.is_empty() {
+        return Err(Prepare::Invalid(
+            "spec.contentId is empty: no Content to deploy".into(),
+        ));
+    }
     let contents: Api<Content> = Api::all(inner.mgmt.clone());
     let content = match contents.get_opt(&bd.spec.content_id).await {
         Ok(Some(c)) => c,
@@ -447,7 +452,8 @@ async fn apply_deployment(
     for member in prune(&previous, &deployed.members, options.keep_resources) {
         inner.down.delete(&member, &parent.id).await?;
     }
-    if deployed.members != previous {
+    // The parent already says this when nothing was pruned.
+    if deployed.members != during {
         write_parent(inner, bd, parent, &deployed.members).await?;
     }
     Ok(errors)

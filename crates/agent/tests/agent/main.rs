@@ -405,6 +405,25 @@ async fn a_rejected_resource_is_errapplied_and_the_rest_still_lands() {
     assert_eq!(cm_value(&down, "r", "fresh").await.as_deref(), Some("1"));
     assert_eq!(cm_value(&down, "r", "keep").await.as_deref(), Some("1"));
     assert_ne!(status.applied_deployment_id, id2);
+
+    // Broken YAML: a clear condition, and still nothing deployed is lost.
+    let broken = files(&[(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n".into(),
+    )]);
+    deploy(&mgmt, "rej", &broken, opts()).await;
+    let failed = eventually("RenderFailed", || async {
+        let b = bd(&mgmt, "rej").await?;
+        let st = b.status?;
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "Deployed" && c.reason == "RenderFailed")
+            .cloned()
+    })
+    .await;
+    assert!(failed.message.contains("bad.yaml"), "{}", failed.message);
+    assert_eq!(cm_value(&down, "r", "keep").await.as_deref(), Some("1"));
+    assert_eq!(cm_value(&down, "r", "fresh").await.as_deref(), Some("1"));
     agent.stop().await;
 }
 
