@@ -196,10 +196,22 @@ impl Downstream {
         let r = self.resolve(&gvk_of(&member)).await?;
         let api = self.api(&r, &member.key.namespace);
         let params = PatchParams::apply(keys::AGENT_FIELD_MANAGER).force();
-        let applied = api
+        let applied = match api
             .patch(&member.key.name, &params, &Patch::Apply(obj))
             .await
-            .map_err(api_message)?;
+        {
+            Ok(o) => o,
+            Err(e) => {
+                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    // Its namespace may have been deleted: check again next time.
+                    self.namespaces
+                        .lock()
+                        .expect("ns lock")
+                        .remove(&member.key.namespace);
+                }
+                return Err(api_message(e));
+            }
+        };
         self.wrote(&member.key.kind, "apply");
         let value = serde_json::to_value(&applied).expect("objects serialize");
         self.upsert(value);

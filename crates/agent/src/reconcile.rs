@@ -124,6 +124,7 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
         let drifted = assess(&deployed, &inner, &spec.options).drifted;
         if !drifted.is_empty() {
             tracing::info!(bundle_deployment = %name, objects = drifted.len(), "correcting drift");
+            ensure_namespaces(&inner, &bd, &deployed).await?;
             let objs: Vec<&Value> = deployed
                 .desired
                 .iter()
@@ -397,19 +398,14 @@ async fn watch_kinds(inner: &Inner, deployed: &Deployed) {
     }
 }
 
-/// Applies a new deployment. Returns the objects the cluster rejected;
-/// nothing is pruned unless that list is empty.
-async fn apply_deployment(
+/// Creates the namespaces the objects need that the bundle does not
+/// declare itself (with `namespaceLabels` and `namespaceAnnotations`).
+async fn ensure_namespaces(
     inner: &Inner,
     bd: &BundleDeployment,
     deployed: &Deployed,
-    parent: &Parent,
-) -> Result<Vec<String>, Error> {
+) -> Result<(), Error> {
     let options = &bd.spec.options;
-    inner
-        .down
-        .ensure_namespace(&parent.namespace, None, None)
-        .await?;
     let declared: HashSet<&str> = deployed
         .members
         .members
@@ -434,6 +430,23 @@ async fn apply_deployment(
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Applies a new deployment. Returns the objects the cluster rejected;
+/// nothing is pruned unless that list is empty.
+async fn apply_deployment(
+    inner: &Inner,
+    bd: &BundleDeployment,
+    deployed: &Deployed,
+    parent: &Parent,
+) -> Result<Vec<String>, Error> {
+    let options = &bd.spec.options;
+    inner
+        .down
+        .ensure_namespace(&parent.namespace, None, None)
+        .await?;
+    ensure_namespaces(inner, bd, deployed).await?;
     let previous = read_parent(inner, parent).await?;
     let during = previous.union(&deployed.members);
     if during != previous {
