@@ -175,8 +175,9 @@ impl Inner {
             self.queue.add(name.to_owned(), "bundledeployment");
         }
         if before.map(|b| b.1) != state {
-            for other in self.all_bds() {
-                if reconcile::depends_on(&other, name, &self.all_bds()) {
+            let all = self.all_bds();
+            for other in &all {
+                if reconcile::depends_on(other, name, &all) {
                     let other = other.metadata.name.clone().unwrap_or_default();
                     self.queue.add(other, "dependency");
                 }

@@ -24,6 +24,7 @@ pub mod server;
 pub mod smp;
 pub mod store;
 pub mod table;
+pub mod testing;
 
 pub use error::ApiError;
 pub use server::{Config, Server};

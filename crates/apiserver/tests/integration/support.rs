@@ -56,22 +56,12 @@ pub async fn setup() -> (Harness, kube::Client) {
 }
 
 /// Polls `check` until it yields a value, or fails after 10 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    flotilla_apiserver::testing::eventually_within(what, Duration::from_secs(10), check).await
 }
 
 pub fn widget_crd() -> Value {
