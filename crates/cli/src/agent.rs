@@ -98,17 +98,6 @@ pub struct Args {
     log: String,
 }
 
-async fn client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match path {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
@@ -141,8 +130,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mgmt = client(Some(&args.management_kubeconfig)).await?;
-        let downstream = client(args.kubeconfig.as_ref()).await?;
+        let mgmt = crate::kube_client(Some(&args.management_kubeconfig)).await?;
+        let downstream = crate::kube_client(args.kubeconfig.as_deref()).await?;
         let metrics = Arc::new(Metrics::new());
         let agent = Agent::new(mgmt, downstream.clone(), config, Arc::clone(&metrics))
             .map_err(anyhow::Error::msg)?;

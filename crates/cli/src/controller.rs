@@ -30,14 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-            }
-            None => kube::Config::infer().await?,
-        };
-        let client = kube::Client::try_from(config)?;
+        let client = crate::kube_client(args.kubeconfig.as_deref()).await?;
         let controller = Controller::new(client, args.controller).map_err(anyhow::Error::msg)?;
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
