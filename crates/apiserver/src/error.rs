@@ -105,6 +105,7 @@ impl ApiError {
             StoreError::NotFound => ApiError::not_found(group, resource, name),
             StoreError::Conflict => ApiError::conflict(group, resource, name, &err.to_string()),
             StoreError::Gone { .. } => ApiError::gone(err.to_string()),
+            StoreError::Unavailable(_) => ApiError::internal(err.to_string()),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod smp;
 pub mod store;
 pub mod table;
 pub mod testing;
+pub mod wal;
 
 pub use error::ApiError;
 pub use server::{Config, Server};

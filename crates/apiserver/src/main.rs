@@ -32,6 +32,10 @@ struct Args {
     #[arg(long, env = "FLOTILLA_APISERVER_HISTORY", default_value_t = flotilla_apiserver::store::DEFAULT_HISTORY as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     history: u64,
+    /// Keep the data here across restarts (an fsync'd log plus snapshots).
+    /// Without it, everything is in memory and gone at exit.
+    #[arg(long, env = "FLOTILLA_APISERVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Seconds between watch bookmarks (1..=600).
     #[arg(long, env = "FLOTILLA_APISERVER_BOOKMARK_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -53,14 +57,19 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let token = needs_token(&addr).then(new_token);
-    let server = Server::new(Config {
+    let config = Config {
         http: HttpConfig {
             token: token.clone(),
             bookmark_interval: Duration::from_secs(args.bookmark_seconds),
             ..HttpConfig::default()
         },
         history: usize::try_from(args.history)?,
-    });
+    };
+    let server = match &args.data_dir {
+        Some(dir) => Server::durable(config, dir)
+            .with_context(|| format!("opening the data directory {}", dir.display()))?,
+        None => Server::new(config),
+    };
     if let Some(path) = &args.kubeconfig {
         write_kubeconfig(path, &kubeconfig(&addr, token.as_deref()))
             .with_context(|| format!("writing kubeconfig {}", path.display()))?;

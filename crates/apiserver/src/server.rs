@@ -40,6 +40,18 @@ impl Server {
         Self::with_store(store, config.http)
     }
 
+    /// A server whose store is durable in `dir` (created if missing): what
+    /// is there is recovered first. Needs a Tokio runtime.
+    pub fn durable(config: Config, dir: &Path) -> std::io::Result<Self> {
+        let history = if config.history > 0 {
+            config.history
+        } else {
+            crate::store::DEFAULT_HISTORY
+        };
+        let store = MemoryStore::open(dir, history, crate::wal::DEFAULT_SNAPSHOT_EVERY)?;
+        Ok(Self::with_store(Arc::new(store), config.http))
+    }
+
     pub fn with_store(store: Arc<dyn Store>, config: HttpConfig) -> Self {
         let api = Api::new(store);
         let gc = crate::gc::spawn(api.clone());

@@ -3,12 +3,15 @@
 //! history of events for watchers.
 //!
 //! The HTTP layer owns API semantics (uids, generation, defaults,
-//! finalizers); the store only versions and remembers. It sits behind the
-//! [`Store`] trait so that a durable implementation can replace
-//! [`MemoryStore`].
+//! finalizers); the store only versions and remembers. Objects live in
+//! memory; with a data directory ([`MemoryStore::open`]) every write is
+//! also logged and fsync'd before it is acknowledged (see [`crate::wal`]).
 
 use serde_json::Value;
+use crate::wal::{Wal, write_snapshot};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -82,6 +85,9 @@ pub enum StoreError {
     /// The requested version is older than the kept history.
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: u64, oldest: u64 },
+    /// The write could not be made durable; nothing changed.
+    #[error("storage error: {0}")]
+    Unavailable(String),
 }
 
 /// A watch: the events after the requested version, then live ones.
@@ -128,13 +134,16 @@ struct Inner {
     version: u64,
     objects: BTreeMap<ObjectKey, Arc<Value>>,
     history: VecDeque<Event>,
+    wal: Option<Wal>,
 }
 
-/// An in-memory store.
+/// An in-memory store, optionally backed by a log on disk.
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     history_limit: usize,
     events: broadcast::Sender<Event>,
+    /// A snapshot is being written in the background.
+    snapshotting: Arc<AtomicBool>,
 }
 
 impl Default for MemoryStore {
@@ -151,10 +160,38 @@ impl MemoryStore {
                 version: 0,
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
+                wal: None,
             }),
             history_limit: history_limit.max(1),
             events,
+            snapshotting: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A durable store in `dir`: recovers what is there (logging what it
+    /// had to repair), then logs every write. A snapshot is taken every
+    /// `snapshot_every` writes.
+    pub fn open(dir: &Path, history_limit: usize, snapshot_every: u64) -> std::io::Result<Self> {
+        let (wal, recovered) = Wal::open(dir, snapshot_every)?;
+        for warning in &recovered.warnings {
+            tracing::warn!(dir = %dir.display(), "{warning}");
+        }
+        let store = Self::with_history(history_limit);
+        {
+            let mut inner = store.lock();
+            inner.version = recovered.version;
+            inner.objects = recovered.objects;
+            let skip = recovered.events.len().saturating_sub(store.history_limit);
+            inner.history = recovered.events.into_iter().skip(skip).collect();
+            inner.wal = Some(wal);
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            version = store.current_version(),
+            objects = store.len(),
+            "recovered the store"
+        );
+        Ok(store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -163,7 +200,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stamps the next version on `object`, records and publishes the event.
+    /// Stamps the next version on `object`, logs it (when durable), then
+    /// records and publishes the event. A failed log write changes nothing.
     fn commit(
         &self,
         inner: &mut Inner,
@@ -171,9 +209,16 @@ impl MemoryStore {
         key: &ObjectKey,
         mut object: Value,
         previous: Option<Arc<Value>>,
-    ) -> Arc<Value> {
-        inner.version += 1;
-        set_resource_version(&mut object, inner.version);
+    ) -> Result<Arc<Value>, StoreError> {
+        let version = inner.version + 1;
+        set_resource_version(&mut object, version);
+        if let Some(wal) = inner.wal.as_mut() {
+            wal.append(version, kind, key, &object).map_err(|e| {
+                tracing::error!(error = %e, "could not log a write");
+                StoreError::Unavailable(e.to_string())
+            })?;
+        }
+        inner.version = version;
         let object = Arc::new(object);
         let event = Event {
             resource_version: inner.version,
@@ -188,7 +233,39 @@ impl MemoryStore {
         inner.history.push_back(event.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
-        object
+        Ok(object)
+    }
+
+    /// After a write is applied: when the log segment is long enough,
+    /// starts a new one and writes a snapshot in the background.
+    fn maybe_snapshot(&self, inner: &mut Inner) {
+        let version = inner.version;
+        let Some(wal) = inner.wal.as_mut() else {
+            return;
+        };
+        if !wal.snapshot_due() || self.snapshotting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = wal.rotate(version + 1) {
+            tracing::error!(error = %e, "could not start a new log segment");
+            self.snapshotting.store(false, Ordering::Release);
+            return;
+        }
+        let dir = wal.dir().to_owned();
+        let objects: Vec<(ObjectKey, Arc<Value>)> = inner
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let busy = self.snapshotting.clone();
+        std::thread::spawn(move || {
+            match write_snapshot(&dir, version, &objects) {
+                Ok(()) => tracing::debug!(version, objects = objects.len(), "snapshot written"),
+                // The log still holds everything; the next snapshot retries.
+                Err(e) => tracing::error!(error = %e, version, "could not write a snapshot"),
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -252,8 +329,9 @@ impl Store for MemoryStore {
         if inner.objects.contains_key(key) {
             return Err(StoreError::AlreadyExists);
         }
-        let stored = self.commit(&mut inner, EventType::Added, key, object, None);
+        let stored = self.commit(&mut inner, EventType::Added, key, object, None)?;
         inner.objects.insert(key.clone(), stored.clone());
+        self.maybe_snapshot(&mut inner);
         Ok(stored)
     }
 
@@ -265,8 +343,9 @@ impl Store for MemoryStore {
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         let previous = current_at(&inner, key, expected_version)?;
-        let stored = self.commit(&mut inner, EventType::Modified, key, object, Some(previous));
+        let stored = self.commit(&mut inner, EventType::Modified, key, object, Some(previous))?;
         inner.objects.insert(key.clone(), stored.clone());
+        self.maybe_snapshot(&mut inner);
         Ok(stored)
     }
 
@@ -277,8 +356,10 @@ impl Store for MemoryStore {
     ) -> Result<Arc<Value>, StoreError> {
         let mut inner = self.lock();
         let last = (*current_at(&inner, key, expected_version)?).clone();
+        let gone = self.commit(&mut inner, EventType::Deleted, key, last, None)?;
         inner.objects.remove(key);
-        Ok(self.commit(&mut inner, EventType::Deleted, key, last, None))
+        self.maybe_snapshot(&mut inner);
+        Ok(gone)
     }
 
     fn watch(&self, version: u64) -> Result<Watch, StoreError> {
@@ -458,5 +539,152 @@ mod tests {
             s.watch(6).unwrap().backlog.is_empty(),
             "up to date: nothing to replay"
         );
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "flotilla-store-{tag}-{}-{}",
+            std::process::id(),
+            crate::meta::random_u64()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_durable_store_recovers_objects_versions_and_history() {
+        let dir = temp_dir("recover");
+        {
+            let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+            s.create(&key("a", "1"), cm("1")).unwrap();
+            s.create(&key("a", "2"), cm("2")).unwrap();
+            s.update(&key("a", "1"), json!({"metadata": {"name": "1"}, "data": {"x": "y"}}), Some(1))
+                .unwrap();
+            s.delete(&key("a", "2"), None).unwrap();
+        }
+        let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+        assert_eq!(s.current_version(), 4);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get(&key("a", "1")).unwrap()["data"]["x"], "y");
+        assert_eq!(resource_version(&s.get(&key("a", "1")).unwrap()), Some(3));
+        // A watcher that saw version 1 gets what it missed.
+        let w = s.watch(1).unwrap();
+        let missed: Vec<(u64, EventType)> = w
+            .backlog
+            .iter()
+            .map(|e| (e.resource_version, e.kind))
+            .collect();
+        assert_eq!(
+            missed,
+            [(2, EventType::Added), (3, EventType::Modified), (4, EventType::Deleted)]
+        );
+        assert!(w.backlog[1].previous.is_some(), "a modification keeps its previous state");
+        // Versions keep increasing after the restart.
+        let next = s.create(&key("a", "3"), cm("3")).unwrap();
+        assert_eq!(resource_version(&next), Some(5));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn snapshots_bound_the_log_and_recovery_uses_them() {
+        let dir = temp_dir("snap");
+        {
+            let s = MemoryStore::open(&dir, 10, 5).unwrap();
+            for i in 0..23 {
+                s.create(&key("a", &i.to_string()), cm("x")).unwrap();
+            }
+            // Background snapshots finish.
+            for _ in 0..200 {
+                if !s.snapshotting.load(Ordering::Acquire) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let snaps = files.iter().filter(|f| f.ends_with(".snap")).count();
+        let logs = files.iter().filter(|f| f.ends_with(".wal")).count();
+        assert_eq!(snaps, 1, "older snapshots are removed: {files:?}");
+        assert!(logs <= 2, "segments before the snapshot are removed: {files:?}");
+        let s = MemoryStore::open(&dir, 10, 5).unwrap();
+        assert_eq!((s.len(), s.current_version()), (23, 23));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_the_rest_loads() {
+        use std::io::Write;
+        let dir = temp_dir("torn");
+        {
+            let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+            s.create(&key("a", "1"), cm("1")).unwrap();
+            s.create(&key("a", "2"), cm("2")).unwrap();
+        }
+        let log = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+            .unwrap();
+        let len = std::fs::metadata(&log).unwrap().len();
+        // A crash in the middle of the second record.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(len - 7)
+            .unwrap();
+        let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+        assert_eq!((s.len(), s.current_version()), (1, 1));
+        assert!(s.get(&key("a", "1")).is_some());
+        let v = s.create(&key("a", "3"), cm("3")).unwrap();
+        assert_eq!(resource_version(&v), Some(2));
+        drop(s);
+        // Garbage appended after good records is dropped too.
+        let log = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"\x13\x00\x00\x00garbage")
+            .unwrap();
+        let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+        assert_eq!((s.len(), s.current_version()), (2, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corruption_before_the_end_of_the_log_refuses_to_start() {
+        let dir = temp_dir("corrupt");
+        {
+            let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+            s.create(&key("a", "1"), cm("1")).unwrap();
+        }
+        // A restart opens a second segment; damage the first one.
+        {
+            let s = MemoryStore::open(&dir, 100, 1000).unwrap();
+            s.create(&key("a", "2"), cm("2")).unwrap();
+        }
+        let first = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .min()
+            .unwrap();
+        let mut bytes = std::fs::read(&first).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        std::fs::write(&first, bytes).unwrap();
+        let err = MemoryStore::open(&dir, 100, 1000).err().expect("refused");
+        assert!(err.to_string().contains("before the end of the log"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
