@@ -548,12 +548,37 @@ fn watch(
             ..opts
         },
     };
-    if req.flag("sendInitialEvents") {
-        return Err(ApiError::bad_request(
-            "sendInitialEvents (watch-list) is not supported by this server yet; list, then watch",
-        ));
-    }
+    // Watch-list: the current objects as ADDED, then a BOOKMARK marking
+    // the end of the initial events, then changes.
+    let watch_list = req.flag("sendInitialEvents");
     let bookmarks = req.flag("allowWatchBookmarks");
+    match (req.q("sendInitialEvents"), req.q("resourceVersionMatch")) {
+        (Some("true"), Some("NotOlderThan")) if bookmarks => {}
+        (Some("true"), _) if !bookmarks => {
+            return Err(ApiError::invalid(
+                "ListOptions",
+                "",
+                &[(
+                    "sendInitialEvents",
+                    "sendInitialEvents requires allowWatchBookmarks=true".into(),
+                )],
+            ));
+        }
+        (Some("true"), _) => {
+            return Err(ApiError::invalid(
+                "ListOptions",
+                "",
+                &[(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires resourceVersionMatch=NotOlderThan".into(),
+                )],
+            ));
+        }
+        (_, Some(m)) if !m.is_empty() && req.q("sendInitialEvents").is_none() => {
+            return Err(ApiError::invalid("ListOptions", "", &[("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into())]));
+        }
+        _ => {}
+    }
     let timeout = match req.q("timeoutSeconds") {
         Some(t) if !t.is_empty() => Duration::from_secs(
             t.parse()
@@ -568,6 +593,7 @@ fn watch(
         None
     };
     let from = match req.q("resourceVersion") {
+        _ if watch_list => None,
         None | Some("") | Some("0") => None,
         Some(v) => Some(
             v.parse::<u64>()
@@ -625,6 +651,22 @@ fn watch(
         };
         for item in initial {
             if tx.send(encode("ADDED", &item)).await.is_err() {
+                return;
+            }
+        }
+        if watch_list {
+            let end = json!({
+                "kind": rt.kind,
+                "apiVersion": rt.group_version(),
+                "metadata": {
+                    "resourceVersion": start.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            });
+            let mut line =
+                serde_json::to_vec(&json!({"type": "BOOKMARK", "object": end})).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() {
                 return;
             }
         }

@@ -7,8 +7,8 @@
 //! memory; with a data directory ([`MemoryStore::open`]) every write is
 //! also logged and fsync'd before it is acknowledged (see [`crate::wal`]).
 
-use serde_json::Value;
 use crate::wal::{Wal, write_snapshot};
+use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -558,8 +558,12 @@ mod tests {
             let s = MemoryStore::open(&dir, 100, 1000).unwrap();
             s.create(&key("a", "1"), cm("1")).unwrap();
             s.create(&key("a", "2"), cm("2")).unwrap();
-            s.update(&key("a", "1"), json!({"metadata": {"name": "1"}, "data": {"x": "y"}}), Some(1))
-                .unwrap();
+            s.update(
+                &key("a", "1"),
+                json!({"metadata": {"name": "1"}, "data": {"x": "y"}}),
+                Some(1),
+            )
+            .unwrap();
             s.delete(&key("a", "2"), None).unwrap();
         }
         let s = MemoryStore::open(&dir, 100, 1000).unwrap();
@@ -576,9 +580,16 @@ mod tests {
             .collect();
         assert_eq!(
             missed,
-            [(2, EventType::Added), (3, EventType::Modified), (4, EventType::Deleted)]
+            [
+                (2, EventType::Added),
+                (3, EventType::Modified),
+                (4, EventType::Deleted)
+            ]
         );
-        assert!(w.backlog[1].previous.is_some(), "a modification keeps its previous state");
+        assert!(
+            w.backlog[1].previous.is_some(),
+            "a modification keeps its previous state"
+        );
         // Versions keep increasing after the restart.
         let next = s.create(&key("a", "3"), cm("3")).unwrap();
         assert_eq!(resource_version(&next), Some(5));
@@ -608,7 +619,10 @@ mod tests {
         let snaps = files.iter().filter(|f| f.ends_with(".snap")).count();
         let logs = files.iter().filter(|f| f.ends_with(".wal")).count();
         assert_eq!(snaps, 1, "older snapshots are removed: {files:?}");
-        assert!(logs <= 2, "segments before the snapshot are removed: {files:?}");
+        assert!(
+            logs <= 2,
+            "segments before the snapshot are removed: {files:?}"
+        );
         let s = MemoryStore::open(&dir, 10, 5).unwrap();
         assert_eq!((s.len(), s.current_version()), (23, 23));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -684,7 +698,10 @@ mod tests {
         bytes[n - 3] ^= 0xff;
         std::fs::write(&first, bytes).unwrap();
         let err = MemoryStore::open(&dir, 100, 1000).err().expect("refused");
-        assert!(err.to_string().contains("before the end of the log"), "{err}");
+        assert!(
+            err.to_string().contains("before the end of the log"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

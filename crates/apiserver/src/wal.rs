@@ -144,7 +144,12 @@ fn read_frames(bytes: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
 }
 
 fn key_json(key: &ObjectKey) -> Value {
-    json!([key.resource.group, key.resource.resource, key.namespace, key.name])
+    json!([
+        key.resource.group,
+        key.resource.resource,
+        key.namespace,
+        key.name
+    ])
 }
 
 fn key_from(v: &Value) -> Option<ObjectKey> {
@@ -216,9 +221,7 @@ pub fn write_snapshot(
             let rec = json!({"key": key_json(key), "object": &**obj});
             w.write_all(&frame(&serde_json::to_vec(&rec).map_err(io::Error::other)?))?;
         }
-        w.write_all(&frame(
-            json!({"end": objects.len()}).to_string().as_bytes(),
-        ))?;
+        w.write_all(&frame(json!({"end": objects.len()}).to_string().as_bytes()))?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, snapshot_path(dir, version))?;
@@ -232,7 +235,10 @@ pub fn write_snapshot(
     }
     let segments = numbered(dir, "log-", ".wal")?;
     for (i, (_, path)) in segments.iter().enumerate() {
-        if segments.get(i + 1).is_some_and(|(next, _)| *next <= version + 1) {
+        if segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= version + 1)
+        {
             std::fs::remove_file(path)?;
         }
     }
@@ -279,8 +285,7 @@ impl Wal {
                         // A final record that frames well but does not
                         // parse: treat it as torn too.
                         rec.warnings.push(format!("{}: {e}", path.display()));
-                        let offset: usize =
-                            frames[..n].iter().map(|f| f.len() + 8).sum::<usize>();
+                        let offset: usize = frames[..n].iter().map(|f| f.len() + 8).sum::<usize>();
                         good_end = Some(offset);
                     }
                     Err(e) => return Err(invalid(format!("{}: {e}", path.display()))),
@@ -329,7 +334,8 @@ impl Wal {
         key: &ObjectKey,
         object: &Value,
     ) -> io::Result<()> {
-        let rec = json!({"rv": version, "type": kind.as_str(), "key": key_json(key), "object": object});
+        let rec =
+            json!({"rv": version, "type": kind.as_str(), "key": key_json(key), "object": object});
         let bytes = frame(&serde_json::to_vec(&rec).map_err(io::Error::other)?);
         self.file.write_all(&bytes)?;
         self.file.sync_data()?;
@@ -354,7 +360,8 @@ impl Wal {
 
 /// Applies one logged write to the recovered state.
 fn replay(rec: &mut Recovered, payload: &[u8]) -> Result<(), String> {
-    let v: Value = serde_json::from_slice(payload).map_err(|e| format!("unreadable record: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("unreadable record: {e}"))?;
     let version = v
         .get("rv")
         .and_then(Value::as_u64)

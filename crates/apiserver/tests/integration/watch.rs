@@ -270,7 +270,7 @@ async fn watcher_streams_across_many_writes_without_loss() {
 }
 
 #[tokio::test]
-async fn a_watch_on_one_object_and_unsupported_watch_list() {
+async fn a_watch_on_one_object() {
     let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     api.create(&PostParams::default(), &cm("one", "web"))
@@ -278,13 +278,6 @@ async fn a_watch_on_one_object_and_unsupported_watch_list() {
         .unwrap();
     api.create(&PostParams::default(), &cm("other", "web"))
         .await
-        .unwrap();
-    let rv = api
-        .get("one")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
         .unwrap();
     let (code, body) = raw(
         &client,
@@ -304,17 +297,66 @@ async fn a_watch_on_one_object_and_unsupported_watch_list() {
         text.contains("\"ADDED\"") && text.contains("\"one\"") && !text.contains("\"other\""),
         "{text}"
     );
-    let (code, body) = raw(
+}
+
+#[tokio::test]
+async fn watch_list_streams_the_objects_then_an_end_bookmark() {
+    let (_s, client) = setup().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    for n in ["a", "b"] {
+        api.create(&PostParams::default(), &cm(n, "web"))
+            .await
+            .unwrap();
+    }
+    // The raw protocol: ADDED for each object, then the marked bookmark.
+    let (code, _) = raw(
         &client,
         "GET",
-        &format!("/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={rv}"),
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
         &[],
         vec![],
     )
     .await;
-    assert_eq!(
-        (code, body["reason"].as_str()),
-        (400, Some("BadRequest")),
-        "watch-list says it is unsupported"
-    );
+    assert_eq!(code, 422, "watch-list needs allowWatchBookmarks");
+    let mut stream = api
+        .watch(&WatchParams::default().initial_events(), "")
+        .await
+        .unwrap()
+        .boxed();
+    let mut seen = Vec::new();
+    loop {
+        match next_event(&mut stream).await {
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            other => seen.push(describe(&other)),
+        }
+    }
+    assert_eq!(seen, ["ADDED a", "ADDED b"]);
+    api.create(&PostParams::default(), &cm("c", "web"))
+        .await
+        .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), "ADDED c");
+
+    // kube-runtime's streaming-list watcher fills a store from it.
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let cfg = watcher::Config::default().streaming_lists();
+    let stream = reflector(writer, watcher(api.clone(), cfg)).applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while stream.try_next().await.is_ok() {}
+    });
+    eventually("the reflector holds a, b and c", || {
+        let reader = reader.clone();
+        async move { (reader.state().len() == 3).then_some(()) }
+    })
+    .await;
+    task.abort();
 }
