@@ -58,21 +58,57 @@ fn merge_map(target: &mut Value, patch: &Value, name: &str) -> Result<(), String
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let retain: Option<Vec<String>> = match patch.get("$retainKeys") {
-        None => None,
-        Some(Value::Array(keys)) => Some(
-            keys.iter()
-                .map(|k| {
-                    k.as_str()
-                        .map(str::to_owned)
-                        .ok_or("$retainKeys holds strings")
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(_) => return Err("$retainKeys must be a list".into()),
-    };
+    // $retainKeys: keys of the live map not named go before merging.
+    if let Some(keys) = patch.get("$retainKeys") {
+        let keep: Vec<&str> = keys
+            .as_array()
+            .ok_or("$retainKeys must be a list")?
+            .iter()
+            .map(|k| k.as_str().ok_or("$retainKeys holds strings"))
+            .collect::<Result<_, _>>()?;
+        for k in patch.keys().filter(|k| !k.starts_with('$')) {
+            if !keep.contains(&k.as_str()) {
+                return Err(format!("{k} is not in $retainKeys"));
+            }
+        }
+        let map = target.as_object_mut().expect("made a map above");
+        map.retain(|k, _| keep.contains(&k.as_str()));
+    }
+    // $setElementOrder/<list>: merge that list first, then order it as
+    // the directive says; precedence is directive > patch > live order.
+    let mut ordered: Vec<&str> = Vec::new();
+    for (k, order) in patch {
+        let Some(field) = k.strip_prefix("$setElementOrder/") else {
+            continue;
+        };
+        let order = order.as_array().ok_or("$setElementOrder takes a list")?;
+        let map = target.as_object_mut().expect("a map");
+        let live: Vec<Value> = map
+            .get(field)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let key = merge_key(name, field);
+        let merged = match patch.get(field) {
+            Some(Value::Array(items)) => {
+                let slot = map
+                    .entry(field.to_owned())
+                    .or_insert(Value::Array(Vec::new()));
+                merge_list(slot, items, name, field)?;
+                slot.as_array().cloned().unwrap_or_default()
+            }
+            _ if map.contains_key(field) => live.clone(),
+            _ => continue,
+        };
+        map.insert(
+            field.to_owned(),
+            Value::Array(normalize_order(merged, order, &live, key)),
+        );
+        ordered.push(field);
+    }
     for (k, v) in patch {
-        if k == "$retainKeys" || k.starts_with("$setElementOrder/") {
+        if k == "$retainKeys" || k.starts_with("$setElementOrder/") || ordered.contains(&k.as_str())
+        {
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -108,19 +144,6 @@ fn merge_map(target: &mut Value, patch: &Value, name: &str) -> Result<(), String
             }
         }
     }
-    // Reorder keyed lists as the patch asks.
-    for (k, order) in patch {
-        if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            let order = order.as_array().ok_or("$setElementOrder takes a list")?;
-            if let Some(list) = target.get_mut(field).and_then(Value::as_array_mut) {
-                reorder(list, order, merge_key(name, field));
-            }
-        }
-    }
-    if let Some(keep) = retain {
-        let map = target.as_object_mut().expect("a map");
-        map.retain(|k, _| keep.contains(k));
-    }
     Ok(())
 }
 
@@ -143,61 +166,99 @@ fn merge_list(
         );
         return Ok(());
     }
-    if !target.is_array() {
-        *target = Value::Array(Vec::new());
-    }
-    let list = target.as_array_mut().expect("made a list above");
-    match merge_key(parent, field) {
+    let live = match target.take() {
+        Value::Array(list) => list,
+        _ => Vec::new(),
+    };
+    *target = Value::Array(match merge_key(parent, field) {
         Some(key) if items.iter().all(Value::is_object) => {
+            let mut live = live;
+            let mut plain = Vec::new();
             for item in items {
                 let id = item
                     .get(key)
                     .ok_or_else(|| format!("an item of {field} has no merge key {key}"))?;
-                let pos = list.iter().position(|x| x.get(key) == Some(id));
-                match (item.get("$patch").and_then(Value::as_str), pos) {
-                    (Some("delete"), Some(i)) => {
-                        list.remove(i);
-                    }
-                    (Some("delete"), None) => {}
-                    (Some(other), _) => {
+                match item.get("$patch").and_then(Value::as_str) {
+                    Some("delete") => live.retain(|x| x.get(key) != Some(id)),
+                    Some(other) => {
                         return Err(format!("unknown patch directive $patch: {other}"));
                     }
-                    (None, Some(i)) => merge_map(&mut list[i], item, field)?,
-                    (None, None) => {
+                    None => plain.push(item.clone()),
+                }
+            }
+            let server_order = live.clone();
+            let mut merged = live;
+            for item in &plain {
+                match merged.iter().position(|x| x.get(key) == item.get(key)) {
+                    Some(i) => merge_map(&mut merged[i], item, field)?,
+                    None => {
                         let mut fresh = Value::Null;
                         merge_map(&mut fresh, item, field)?;
-                        list.push(fresh);
+                        merged.push(fresh);
                     }
                 }
             }
+            normalize_order(merged, &plain, &server_order, Some(key))
         }
         _ if merges_primitives(field) => {
+            let mut merged = live.clone();
             for item in items {
-                if !list.contains(item) {
-                    list.push(item.clone());
+                if !merged.contains(item) {
+                    merged.push(item.clone());
                 }
             }
+            normalize_order(merged, items, &live, None)
         }
-        _ => *list = items.to_vec(),
-    }
+        _ => items.to_vec(),
+    });
     Ok(())
 }
 
-/// Orders `list` as `order` names its items; items it does not name keep
-/// their relative order after the named ones.
-fn reorder(list: &mut Vec<Value>, order: &[Value], key: Option<&str>) {
-    let rank = |item: &Value| -> usize {
-        order
-            .iter()
-            .position(|o| match key {
-                Some(k) => o.get(k).is_some() && o.get(k) == item.get(k),
-                None => o == item,
-            })
-            .unwrap_or(usize::MAX)
+/// Orders a merged list as the API server does: items named by the patch
+/// (or by `$setElementOrder`) keep the patch's order, items only on the
+/// server keep theirs, and the two are interleaved by their live
+/// positions. An item new to the server sorts before the live item it
+/// meets, so a patch that adds one container puts it first.
+fn normalize_order(
+    merged: Vec<Value>,
+    patch_order: &[Value],
+    server_order: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
+    let id = |v: &Value| -> Value {
+        match key {
+            Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
+            None => v.clone(),
+        }
     };
-    let mut ranked: Vec<(usize, Value)> = list.drain(..).map(|v| (rank(&v), v)).collect();
-    ranked.sort_by_key(|(r, _)| *r);
-    list.extend(ranked.into_iter().map(|(_, v)| v));
+    let index = |list: &[Value], v: &Value| -> Option<usize> {
+        let want = id(v);
+        list.iter().position(|o| id(o) == want)
+    };
+    let (mut from_patch, mut server_only): (Vec<Value>, Vec<Value>) = merged
+        .into_iter()
+        .partition(|v| index(patch_order, v).is_some());
+    from_patch.sort_by_key(|v| index(patch_order, v));
+    server_only.sort_by_key(|v| index(server_order, v));
+    let mut out = Vec::with_capacity(from_patch.len() + server_only.len());
+    let (mut left, mut right) = (
+        server_only.into_iter().peekable(),
+        from_patch.into_iter().peekable(),
+    );
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => matches!(
+                (index(server_order, l), index(server_order, r)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -230,11 +291,63 @@ mod tests {
             {"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}]},
             {"name": "side", "$patch": "delete"}
         ]}}}});
-        let got = patched(dep, patch);
+        let got = patched(dep.clone(), patch);
+        // As on a real server: an item new to the live list, patched in
+        // without an order directive, goes before the live items.
         assert_eq!(
             got["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "web", "image": "nginx:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}])
+            json!([{"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}])
         );
+        let got = patched(
+            dep.clone(),
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "new", "image": "redis"}]}}}}),
+        );
+        let names: Vec<&str> = got["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["new", "web", "side"], "a new container goes first");
+        // kubectl apply, edit and set env send $setElementOrder: a new env
+        // entry listed last goes last.
+        let got = patched(
+            dep,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}, {"name": "side"}],
+                "containers": [{"name": "web", "$setElementOrder/env": [{"name": "A"}, {"name": "C"}], "env": [{"name": "C", "value": "3"}]}]
+            }}}}),
+        );
+        let c = &got["spec"]["template"]["spec"]["containers"];
+        assert_eq!(c[0]["name"], "web");
+        assert_eq!(
+            c[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}])
+        );
+        assert_eq!(c[1]["name"], "side");
+    }
+
+    #[test]
+    fn order_interleaves_patch_and_live_items() {
+        // Live a b c d; the patch names d then b (both live) and e (new).
+        let got = patched(
+            json!({"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]}),
+            json!({"$setElementOrder/containers": [{"name": "d"}, {"name": "e"}, {"name": "b"}], "containers": [{"name": "e"}]}),
+        );
+        let names: Vec<&str> = got["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        // The patch's d, e, b keep their order; server-only a and c go
+        // before d, which they precede on the server.
+        assert_eq!(names, ["a", "c", "d", "e", "b"]);
+        let got = patched(
+            json!({"metadata": {"finalizers": ["x", "y"]}}),
+            json!({"metadata": {"finalizers": ["z", "x"]}}),
+        );
+        assert_eq!(got["metadata"]["finalizers"], json!(["z", "x", "y"]));
     }
 
     #[test]
@@ -248,7 +361,7 @@ mod tests {
             json!({"metadata": {"finalizers": ["a", "b"]}}),
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["c"]}}),
         );
-        assert_eq!(got["metadata"]["finalizers"], json!(["b", "c"]));
+        assert_eq!(got["metadata"]["finalizers"], json!(["c", "b"]));
         let got = patched(
             json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}),
             json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}]}}),
