@@ -404,6 +404,9 @@ impl Api {
             }
             _ => {}
         }
+        if rt.crd.is_none() {
+            crate::defaults::apply(&rt.group, &rt.kind, &mut object, None);
+        }
         Ok(object)
     }
 
@@ -607,6 +610,9 @@ impl Api {
             .unwrap_or_default()
             .to_owned();
         let mut new = merge_scope(current, body, scope);
+        if rt.crd.is_none() {
+            crate::defaults::apply(&rt.group, &rt.kind, &mut new, Some(current));
+        }
         let cur_meta = current["metadata"].as_object().cloned().unwrap_or_default();
         if let Some(uid) = new.pointer("/metadata/uid").and_then(Value::as_str)
             && Some(uid) != cur_meta.get("uid").and_then(Value::as_str)

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod defaults;
 pub mod error;
 pub mod fields;
 pub mod gc;

@@ -507,7 +507,9 @@ async fn merge_json_and_strategic_patches() {
         .iter()
         .map(|e| e.name.as_str())
         .collect();
-    assert_eq!(env, ["A", "B"]);
+    // A patch without $setElementOrder puts the new entry before the live
+    // ones, as the Kubernetes API server does.
+    assert_eq!(env, ["B", "A"]);
     assert_eq!(patched.metadata.generation, Some(2));
 
     // Custom kinds refuse strategic merge patches, as on a real server.
