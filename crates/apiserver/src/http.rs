@@ -57,6 +57,9 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .with_state(shared)
 }
 
+const AGGREGATED_DISCOVERY: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
 fn json_response(code: u16, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
@@ -151,6 +154,17 @@ impl Request {
             .is_some_and(|first| first.contains("as=Table"))
     }
 
+    /// Does the client take aggregated discovery (kubectl asks for it
+    /// first, falling back to the legacy documents)?
+    fn wants_aggregated_discovery(&self) -> bool {
+        self.header(header::ACCEPT).split(',').any(|a| {
+            let params: Vec<&str> = a.split(';').map(str::trim).collect();
+            params.contains(&"g=apidiscovery.k8s.io")
+                && params.contains(&"v=v2")
+                && params.contains(&"as=APIGroupDiscoveryList")
+        })
+    }
+
     fn dry_run(&self) -> ApiResult<bool> {
         match self.q("dryRun") {
             None | Some("") => Ok(false),
@@ -213,9 +227,18 @@ impl Request {
                 serde_saphyr::from_str(text)
                     .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
             }
-            "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(
-                "protobuf request bodies are not supported by this server yet; send application/json",
-            )),
+            "application/vnd.kubernetes.protobuf" => {
+                crate::protobuf::decode(&self.body).map_err(|e| match e {
+                    crate::protobuf::DecodeError::Malformed(why) => {
+                        ApiError::bad_request(format!("invalid protobuf body: {why}"))
+                    }
+                    crate::protobuf::DecodeError::Unsupported { api_version, kind } => {
+                        ApiError::unsupported_media_type(format!(
+                            "no protobuf message is known for {kind} ({api_version}); send application/json"
+                        ))
+                    }
+                })
+            }
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
             ))),
@@ -257,8 +280,9 @@ impl Request {
             });
         }
         if !self.body.is_empty() {
-            let body: Value = serde_json::from_slice(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            let body = self
+                .body_value()
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))?;
             if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
                 policy = Some(p.to_owned());
             } else if let Some(o) = body.get("orphanDependents").and_then(Value::as_bool) {
@@ -304,6 +328,19 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
                 );
             }
             ["version"] => return Ok(json_response(200, &version())),
+            ["api"] | ["apis"] if req.wants_aggregated_discovery() => {
+                let doc = api.registry.aggregated(segs == ["api"]);
+                let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+                return Ok((
+                    StatusCode::OK,
+                    [
+                        (header::CONTENT_TYPE, AGGREGATED_DISCOVERY),
+                        (header::VARY, "Accept"),
+                    ],
+                    bytes,
+                )
+                    .into_response());
+            }
             ["api"] => return Ok(json_response(200, &api.registry.core_versions())),
             ["apis"] => return Ok(json_response(200, &api.registry.group_list())),
             ["api", "v1"] => return discovery(api.registry.resource_list("", "v1")),

@@ -19,6 +19,7 @@ pub mod http;
 pub mod jsonpath;
 pub mod meta;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod server;

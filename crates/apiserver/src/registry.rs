@@ -274,6 +274,46 @@ impl Registry {
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`): `/api` (`core`)
+    /// or `/apis`, every group with its versions (preferred first) and
+    /// their resources, in one document.
+    pub fn aggregated(&self, core: bool) -> Value {
+        let mut groups: BTreeMap<String, BTreeMap<String, Vec<ResourceType>>> = BTreeMap::new();
+        for t in self.read().values().filter(|t| t.group.is_empty() == core) {
+            groups
+                .entry(t.group.clone())
+                .or_default()
+                .entry(t.version.clone())
+                .or_default()
+                .push(t.clone());
+        }
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let mut versions: Vec<(String, Vec<ResourceType>)> = versions.into_iter().collect();
+                versions.sort_by_key(|(v, _)| std::cmp::Reverse(version_priority(v)));
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|(version, types)| {
+                        let resources: Vec<Value> = types.iter().map(discovery_resource).collect();
+                        json!({"version": version, "resources": resources, "freshness": "Current"})
+                    })
+                    .collect();
+                let mut meta = json!({"creationTimestamp": null});
+                if !group.is_empty() {
+                    meta["name"] = json!(group);
+                }
+                json!({"metadata": meta, "versions": versions})
+            })
+            .collect();
+        json!({
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        })
+    }
+
     /// `/api/v1` or `/apis/{group}/{version}`; `None` when nothing is served there.
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
         let types: Vec<ResourceType> = self
@@ -292,7 +332,7 @@ impl Registry {
                 "singularName": t.singular,
                 "namespaced": t.namespaced,
                 "kind": t.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "verbs": VERBS,
             });
             if !t.short_names.is_empty() {
                 r["shortNames"] = json!(t.short_names);
@@ -316,6 +356,43 @@ impl Registry {
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
         )
     }
+}
+
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One resource of an aggregated discovery document.
+fn discovery_resource(t: &ResourceType) -> Value {
+    let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
+    let mut r = json!({
+        "resource": t.plural,
+        "responseKind": kind,
+        "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": t.singular,
+        "verbs": VERBS,
+    });
+    if !t.short_names.is_empty() {
+        r["shortNames"] = json!(t.short_names);
+    }
+    if !t.categories.is_empty() {
+        r["categories"] = json!(t.categories);
+    }
+    if t.status {
+        r["subresources"] = json!([{
+            "subresource": "status",
+            "responseKind": kind,
+            "verbs": ["get", "patch", "update"],
+        }]);
+    }
+    r
 }
 
 /// Kubernetes' version ordering: GA > beta > alpha, higher numbers first.
