@@ -32,6 +32,10 @@ pub struct WriteOptions {
     pub field_manager: Option<String>,
     /// Server-side apply: take over conflicting fields.
     pub force: bool,
+    /// What to do about unknown fields.
+    pub validation: crate::schema::FieldValidation,
+    /// Warnings for the client (unknown fields dropped under Warn).
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl WriteOptions {
@@ -288,14 +292,73 @@ impl Api {
         }
     }
 
+    /// Field validation of a request's object: unknown fields are dropped
+    /// (and refused under Strict, or reported under Warn); values of the
+    /// wrong type are Invalid.
+    fn validate(
+        &self,
+        rt: &ResourceType,
+        object: &mut Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<()> {
+        let Some(schema) = rt.schema() else {
+            return Ok(());
+        };
+        let mut found = crate::schema::Findings::default();
+        crate::schema::walk(object, schema, rt.crd.is_none(), "", &mut found);
+        if !found.invalid.is_empty() {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let causes: Vec<(&str, String)> = found
+                .invalid
+                .iter()
+                .map(|(p, m)| (p.as_str(), m.clone()))
+                .collect();
+            let kind = if rt.crd.is_some() {
+                format!("{}.{}", rt.kind, rt.group)
+            } else {
+                rt.kind.clone()
+            };
+            return Err(ApiError::invalid(&kind, &name, &causes));
+        }
+        if found.unknown.is_empty() {
+            return Ok(());
+        }
+        let described: Vec<String> = found
+            .unknown
+            .iter()
+            .map(|p| format!("unknown field {p:?}"))
+            .collect();
+        match opts.validation {
+            crate::schema::FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                rt.kind,
+                rt.version,
+                rt.kind,
+                described.join(", ")
+            ))),
+            crate::schema::FieldValidation::Warn => {
+                if let Ok(mut w) = opts.warnings.lock() {
+                    w.extend(described);
+                }
+                Ok(())
+            }
+            crate::schema::FieldValidation::Ignore => Ok(()),
+        }
+    }
+
     /// POST: creates an object.
     pub fn create(
         &self,
         rt: &ResourceType,
         namespace: Option<&str>,
-        body: Value,
+        mut body: Value,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
+        self.validate(rt, &mut body, opts)?;
         let mut object = self.prepare_create(rt, namespace, body)?;
         let now = meta::now_rfc3339();
         let gv = rt.group_version();
@@ -544,7 +607,8 @@ impl Api {
         body: Value,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
-        let body = check_body(rt, body)?;
+        let mut body = check_body(rt, body)?;
+        self.validate(rt, &mut body, opts)?;
         let body_name = body
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -804,7 +868,8 @@ impl Api {
                 })?,
                 PatchType::Apply => unreachable!("handled above"),
             }
-            let patched = check_body(rt, patched)?;
+            let mut patched = check_body(rt, patched)?;
+            self.validate(rt, &mut patched, opts)?;
             let named_version = patched.pointer("/metadata/resourceVersion")
                 != current.pointer("/metadata/resourceVersion");
             if named_version {
@@ -861,7 +926,8 @@ impl Api {
             serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
         };
-        let applied = check_body(rt, applied)?;
+        let mut applied = check_body(rt, applied)?;
+        self.validate(rt, &mut applied, opts)?;
         if let Some(n) = applied.pointer("/metadata/name").and_then(Value::as_str)
             && n != name
         {

@@ -105,17 +105,7 @@ async fn dispatch(
         body,
     };
     match handle(&shared, &req).await {
-        Ok(mut resp) => {
-            if matches!(req.q("fieldValidation"), Some("Strict" | "Warn")) {
-                resp.headers_mut().insert(
-                    header::WARNING,
-                    header::HeaderValue::from_static(
-                        "299 - \"fieldValidation is not enforced by this server yet: unknown fields are kept\"",
-                    ),
-                );
-            }
-            resp
-        }
+        Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(method = %req.method, path = %req.path, code = e.code, reason = e.reason, "request failed");
             error_response(&e)
@@ -189,15 +179,11 @@ impl Request {
                 })
             }
         };
-        if self
-            .q("fieldValidation")
-            .is_some_and(|v| !["", "Ignore", "Warn", "Strict"].contains(&v))
-        {
-            return Err(ApiError::bad_request(
-                "fieldValidation must be Ignore, Warn or Strict",
-            ));
-        }
+        let validation = crate::schema::FieldValidation::parse(self.q("fieldValidation"))
+            .map_err(ApiError::bad_request)?;
         Ok(WriteOptions {
+            validation,
+            warnings: Default::default(),
             dry_run: self.dry_run()?,
             field_manager: if self.method == Method::PATCH
                 && self
@@ -280,9 +266,9 @@ impl Request {
             });
         }
         if !self.body.is_empty() {
-            let body = self
-                .body_value()
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))?;
+            let body = self.body_value().map_err(|e| {
+                ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message))
+            })?;
             if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
                 policy = Some(p.to_owned());
             } else if let Some(o) = body.get("orphanDependents").and_then(Value::as_bool) {
@@ -441,19 +427,14 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
             Ok(json_response(200, &obj))
         }
         (&Method::POST, None) => {
-            let created = api.create(rt, ns, req.body_value()?, &req.write_options()?)?;
-            Ok(json_response(201, &created))
+            let opts = req.write_options()?;
+            let created = api.create(rt, ns, req.body_value()?, &opts)?;
+            Ok(with_warnings(json_response(201, &created), &opts))
         }
         (&Method::PUT, Some(name)) => {
-            let updated = api.update(
-                rt,
-                ns,
-                name,
-                status,
-                req.body_value()?,
-                &req.write_options()?,
-            )?;
-            Ok(json_response(200, &updated))
+            let opts = req.write_options()?;
+            let updated = api.update(rt, ns, name, status, req.body_value()?, &opts)?;
+            Ok(with_warnings(json_response(200, &updated), &opts))
         }
         (&Method::PATCH, Some(name)) => {
             let patch_type = PatchType::from_content_type(req.header(header::CONTENT_TYPE))?;
@@ -465,7 +446,7 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
             } else {
                 200
             };
-            Ok(json_response(code, &patched))
+            Ok(with_warnings(json_response(code, &patched), &opts))
         }
         (&Method::DELETE, Some(name)) => {
             let out = api.delete(rt, ns, name, &req.delete_options()?)?;
@@ -481,6 +462,18 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
             req.path
         ))),
     }
+}
+
+/// The warnings a write collected, as `Warning: 299 - "..."` headers.
+fn with_warnings(mut resp: Response, opts: &WriteOptions) -> Response {
+    let warnings = opts.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 fn not_served(path: &str) -> ApiError {

@@ -21,6 +21,7 @@ pub mod meta;
 pub mod openapi;
 pub mod protobuf;
 pub mod registry;
+pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod smp;

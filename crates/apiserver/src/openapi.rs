@@ -135,8 +135,49 @@ fn document(types: &[ResourceType]) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0-flotilla"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas(types)},
     })
+}
+
+/// The schema of each type, under its definition name, and every
+/// definition those refer to.
+fn schemas(types: &[ResourceType]) -> Map<String, Value> {
+    let defs = &crate::schema::builtins().defs;
+    let mut out = Map::new();
+    let mut todo: Vec<String> = Vec::new();
+    for t in types {
+        if let Some(s) = t.schema() {
+            refs(s, &mut todo);
+            out.insert(crate::schema::definition_name(t), s.clone());
+        }
+    }
+    while let Some(name) = todo.pop() {
+        if out.contains_key(&name) {
+            continue;
+        }
+        if let Some(s) = defs.get(&name) {
+            refs(s, &mut todo);
+            out.insert(name, s.clone());
+        }
+    }
+    out
+}
+
+fn refs(v: &Value, into: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(name) = m
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            {
+                into.push(name.to_owned());
+            }
+            m.values().for_each(|v| refs(v, into));
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, into)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -166,5 +207,14 @@ mod tests {
                 .any(|p| p["name"] == "fieldValidation")
         );
         assert!(document_at(&r, "apis/nope/v1").is_none());
+        // The schema of each kind, and what it refers to, for kubectl explain.
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let d = &schemas["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            d["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        assert!(schemas.contains_key("io.k8s.api.core.v1.PodSpec"));
+        assert!(schemas.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
     }
 }

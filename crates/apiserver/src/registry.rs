@@ -31,9 +31,21 @@ pub struct ResourceType {
     pub columns: Vec<PrinterColumn>,
     /// Set for custom resources: the CRD that defines this type.
     pub crd: Option<String>,
+    /// A custom kind's schema (its CRD's, with the standard fields).
+    pub custom_schema: Option<std::sync::Arc<Value>>,
 }
 
 impl ResourceType {
+    /// The schema objects of this type are validated against.
+    pub fn schema(&self) -> Option<&Value> {
+        match &self.custom_schema {
+            Some(s) => Some(s),
+            None => crate::schema::builtins()
+                .defs
+                .get(&crate::schema::definition_name(self)),
+        }
+    }
+
     pub fn group_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()
@@ -70,6 +82,7 @@ impl ResourceType {
             },
             columns: Vec::new(),
             crd: None,
+            custom_schema: None,
         }
     }
 }
@@ -483,7 +496,10 @@ pub fn types_of_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                     .collect()
             })
             .unwrap_or_default();
-        out.push(ResourceType {
+        // No schema (or one preserving unknown fields) accepts anything.
+        let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        let crd_schema = v.pointer("/schema/openAPIV3Schema").unwrap_or(&open);
+        let mut rt = ResourceType {
             group: group.clone(),
             version: version.into(),
             kind: kind.clone(),
@@ -495,7 +511,12 @@ pub fn types_of_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             categories: list("/spec/names/categories"),
             columns,
             crd: Some(name.clone()),
-        });
+            custom_schema: None,
+        };
+        rt.custom_schema = Some(std::sync::Arc::new(crate::schema::custom_schema(
+            crd_schema, &rt,
+        )));
+        out.push(rt);
     }
     Ok(out)
 }

@@ -6,7 +6,11 @@ use serde_json::{Map, Value};
 
 impl Json for k8s_pb::api::apps::v1::DaemonSet {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DaemonSet { metadata, spec, status } = self;
+        let k8s_pb::api::apps::v1::DaemonSet {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -18,7 +22,13 @@ impl Item for k8s_pb::api::apps::v1::DaemonSet {}
 
 impl Json for k8s_pb::api::apps::v1::DaemonSetCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DaemonSetCondition { r#type, status, last_transition_time, reason, message } = self;
+        let k8s_pb::api::apps::v1::DaemonSetCondition {
+            r#type,
+            status,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -32,7 +42,13 @@ impl Item for k8s_pb::api::apps::v1::DaemonSetCondition {}
 
 impl Json for k8s_pb::api::apps::v1::DaemonSetSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DaemonSetSpec { selector, template, update_strategy, min_ready_seconds, revision_history_limit } = self;
+        let k8s_pb::api::apps::v1::DaemonSetSpec {
+            selector,
+            template,
+            update_strategy,
+            min_ready_seconds,
+            revision_history_limit,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "selector", selector);
         field(&mut m, "template", template);
@@ -46,7 +62,18 @@ impl Item for k8s_pb::api::apps::v1::DaemonSetSpec {}
 
 impl Json for k8s_pb::api::apps::v1::DaemonSetStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DaemonSetStatus { current_number_scheduled, number_misscheduled, desired_number_scheduled, number_ready, observed_generation, updated_number_scheduled, number_available, number_unavailable, collision_count, conditions } = self;
+        let k8s_pb::api::apps::v1::DaemonSetStatus {
+            current_number_scheduled,
+            number_misscheduled,
+            desired_number_scheduled,
+            number_ready,
+            observed_generation,
+            updated_number_scheduled,
+            number_available,
+            number_unavailable,
+            collision_count,
+            conditions,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "currentNumberScheduled", current_number_scheduled);
         field(&mut m, "numberMisscheduled", number_misscheduled);
@@ -65,7 +92,10 @@ impl Item for k8s_pb::api::apps::v1::DaemonSetStatus {}
 
 impl Json for k8s_pb::api::apps::v1::DaemonSetUpdateStrategy {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DaemonSetUpdateStrategy { r#type, rolling_update } = self;
+        let k8s_pb::api::apps::v1::DaemonSetUpdateStrategy {
+            r#type,
+            rolling_update,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "rollingUpdate", rolling_update);
@@ -76,7 +106,11 @@ impl Item for k8s_pb::api::apps::v1::DaemonSetUpdateStrategy {}
 
 impl Json for k8s_pb::api::apps::v1::Deployment {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::Deployment { metadata, spec, status } = self;
+        let k8s_pb::api::apps::v1::Deployment {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -88,7 +122,14 @@ impl Item for k8s_pb::api::apps::v1::Deployment {}
 
 impl Json for k8s_pb::api::apps::v1::DeploymentCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DeploymentCondition { r#type, status, last_update_time, last_transition_time, reason, message } = self;
+        let k8s_pb::api::apps::v1::DeploymentCondition {
+            r#type,
+            status,
+            last_update_time,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -103,7 +144,16 @@ impl Item for k8s_pb::api::apps::v1::DeploymentCondition {}
 
 impl Json for k8s_pb::api::apps::v1::DeploymentSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DeploymentSpec { replicas, selector, template, strategy, min_ready_seconds, revision_history_limit, paused, progress_deadline_seconds } = self;
+        let k8s_pb::api::apps::v1::DeploymentSpec {
+            replicas,
+            selector,
+            template,
+            strategy,
+            min_ready_seconds,
+            revision_history_limit,
+            paused,
+            progress_deadline_seconds,
+        } = self;
         let mut m = Map::new();
         keep(&mut m, "replicas", replicas);
         field(&mut m, "selector", selector);
@@ -120,7 +170,17 @@ impl Item for k8s_pb::api::apps::v1::DeploymentSpec {}
 
 impl Json for k8s_pb::api::apps::v1::DeploymentStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DeploymentStatus { observed_generation, replicas, updated_replicas, ready_replicas, available_replicas, unavailable_replicas, terminating_replicas, conditions, collision_count } = self;
+        let k8s_pb::api::apps::v1::DeploymentStatus {
+            observed_generation,
+            replicas,
+            updated_replicas,
+            ready_replicas,
+            available_replicas,
+            unavailable_replicas,
+            terminating_replicas,
+            conditions,
+            collision_count,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "observedGeneration", observed_generation);
         keep(&mut m, "replicas", replicas);
@@ -138,7 +198,10 @@ impl Item for k8s_pb::api::apps::v1::DeploymentStatus {}
 
 impl Json for k8s_pb::api::apps::v1::DeploymentStrategy {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::DeploymentStrategy { r#type, rolling_update } = self;
+        let k8s_pb::api::apps::v1::DeploymentStrategy {
+            r#type,
+            rolling_update,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "rollingUpdate", rolling_update);
@@ -149,7 +212,10 @@ impl Item for k8s_pb::api::apps::v1::DeploymentStrategy {}
 
 impl Json for k8s_pb::api::apps::v1::RollingUpdateDaemonSet {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::RollingUpdateDaemonSet { max_unavailable, max_surge } = self;
+        let k8s_pb::api::apps::v1::RollingUpdateDaemonSet {
+            max_unavailable,
+            max_surge,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "maxUnavailable", max_unavailable);
         field(&mut m, "maxSurge", max_surge);
@@ -160,7 +226,10 @@ impl Item for k8s_pb::api::apps::v1::RollingUpdateDaemonSet {}
 
 impl Json for k8s_pb::api::apps::v1::RollingUpdateDeployment {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::RollingUpdateDeployment { max_unavailable, max_surge } = self;
+        let k8s_pb::api::apps::v1::RollingUpdateDeployment {
+            max_unavailable,
+            max_surge,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "maxUnavailable", max_unavailable);
         field(&mut m, "maxSurge", max_surge);
@@ -171,7 +240,10 @@ impl Item for k8s_pb::api::apps::v1::RollingUpdateDeployment {}
 
 impl Json for k8s_pb::api::apps::v1::RollingUpdateStatefulSetStrategy {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::RollingUpdateStatefulSetStrategy { partition, max_unavailable } = self;
+        let k8s_pb::api::apps::v1::RollingUpdateStatefulSetStrategy {
+            partition,
+            max_unavailable,
+        } = self;
         let mut m = Map::new();
         keep(&mut m, "partition", partition);
         field(&mut m, "maxUnavailable", max_unavailable);
@@ -182,7 +254,11 @@ impl Item for k8s_pb::api::apps::v1::RollingUpdateStatefulSetStrategy {}
 
 impl Json for k8s_pb::api::apps::v1::StatefulSet {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSet { metadata, spec, status } = self;
+        let k8s_pb::api::apps::v1::StatefulSet {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -194,7 +270,13 @@ impl Item for k8s_pb::api::apps::v1::StatefulSet {}
 
 impl Json for k8s_pb::api::apps::v1::StatefulSetCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSetCondition { r#type, status, last_transition_time, reason, message } = self;
+        let k8s_pb::api::apps::v1::StatefulSetCondition {
+            r#type,
+            status,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -218,7 +300,10 @@ impl Item for k8s_pb::api::apps::v1::StatefulSetOrdinals {}
 
 impl Json for k8s_pb::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy { when_deleted, when_scaled } = self;
+        let k8s_pb::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted,
+            when_scaled,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "whenDeleted", when_deleted);
         field(&mut m, "whenScaled", when_scaled);
@@ -229,7 +314,19 @@ impl Item for k8s_pb::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPo
 
 impl Json for k8s_pb::api::apps::v1::StatefulSetSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSetSpec { replicas, selector, template, volume_claim_templates, service_name, pod_management_policy, update_strategy, revision_history_limit, min_ready_seconds, persistent_volume_claim_retention_policy, ordinals } = self;
+        let k8s_pb::api::apps::v1::StatefulSetSpec {
+            replicas,
+            selector,
+            template,
+            volume_claim_templates,
+            service_name,
+            pod_management_policy,
+            update_strategy,
+            revision_history_limit,
+            min_ready_seconds,
+            persistent_volume_claim_retention_policy,
+            ordinals,
+        } = self;
         let mut m = Map::new();
         keep(&mut m, "replicas", replicas);
         field(&mut m, "selector", selector);
@@ -240,7 +337,11 @@ impl Json for k8s_pb::api::apps::v1::StatefulSetSpec {
         field(&mut m, "updateStrategy", update_strategy);
         keep(&mut m, "revisionHistoryLimit", revision_history_limit);
         field(&mut m, "minReadySeconds", min_ready_seconds);
-        field(&mut m, "persistentVolumeClaimRetentionPolicy", persistent_volume_claim_retention_policy);
+        field(
+            &mut m,
+            "persistentVolumeClaimRetentionPolicy",
+            persistent_volume_claim_retention_policy,
+        );
         field(&mut m, "ordinals", ordinals);
         Value::Object(m)
     }
@@ -249,7 +350,18 @@ impl Item for k8s_pb::api::apps::v1::StatefulSetSpec {}
 
 impl Json for k8s_pb::api::apps::v1::StatefulSetStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSetStatus { observed_generation, replicas, ready_replicas, current_replicas, updated_replicas, current_revision, update_revision, collision_count, conditions, available_replicas } = self;
+        let k8s_pb::api::apps::v1::StatefulSetStatus {
+            observed_generation,
+            replicas,
+            ready_replicas,
+            current_replicas,
+            updated_replicas,
+            current_revision,
+            update_revision,
+            collision_count,
+            conditions,
+            available_replicas,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "observedGeneration", observed_generation);
         keep(&mut m, "replicas", replicas);
@@ -268,7 +380,10 @@ impl Item for k8s_pb::api::apps::v1::StatefulSetStatus {}
 
 impl Json for k8s_pb::api::apps::v1::StatefulSetUpdateStrategy {
     fn json(&self) -> Value {
-        let k8s_pb::api::apps::v1::StatefulSetUpdateStrategy { r#type, rolling_update } = self;
+        let k8s_pb::api::apps::v1::StatefulSetUpdateStrategy {
+            r#type,
+            rolling_update,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "rollingUpdate", rolling_update);
@@ -279,7 +394,11 @@ impl Item for k8s_pb::api::apps::v1::StatefulSetUpdateStrategy {}
 
 impl Json for k8s_pb::api::batch::v1::Job {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::Job { metadata, spec, status } = self;
+        let k8s_pb::api::batch::v1::Job {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -291,7 +410,14 @@ impl Item for k8s_pb::api::batch::v1::Job {}
 
 impl Json for k8s_pb::api::batch::v1::JobCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::JobCondition { r#type, status, last_probe_time, last_transition_time, reason, message } = self;
+        let k8s_pb::api::batch::v1::JobCondition {
+            r#type,
+            status,
+            last_probe_time,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -306,7 +432,24 @@ impl Item for k8s_pb::api::batch::v1::JobCondition {}
 
 impl Json for k8s_pb::api::batch::v1::JobSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::JobSpec { parallelism, completions, active_deadline_seconds, pod_failure_policy, success_policy, backoff_limit, backoff_limit_per_index, max_failed_indexes, selector, manual_selector, template, ttl_seconds_after_finished, completion_mode, suspend, pod_replacement_policy, managed_by } = self;
+        let k8s_pb::api::batch::v1::JobSpec {
+            parallelism,
+            completions,
+            active_deadline_seconds,
+            pod_failure_policy,
+            success_policy,
+            backoff_limit,
+            backoff_limit_per_index,
+            max_failed_indexes,
+            selector,
+            manual_selector,
+            template,
+            ttl_seconds_after_finished,
+            completion_mode,
+            suspend,
+            pod_replacement_policy,
+            managed_by,
+        } = self;
         let mut m = Map::new();
         keep(&mut m, "parallelism", parallelism);
         keep(&mut m, "completions", completions);
@@ -319,7 +462,11 @@ impl Json for k8s_pb::api::batch::v1::JobSpec {
         field(&mut m, "selector", selector);
         keep(&mut m, "manualSelector", manual_selector);
         field(&mut m, "template", template);
-        keep(&mut m, "ttlSecondsAfterFinished", ttl_seconds_after_finished);
+        keep(
+            &mut m,
+            "ttlSecondsAfterFinished",
+            ttl_seconds_after_finished,
+        );
         field(&mut m, "completionMode", completion_mode);
         keep(&mut m, "suspend", suspend);
         field(&mut m, "podReplacementPolicy", pod_replacement_policy);
@@ -331,7 +478,19 @@ impl Item for k8s_pb::api::batch::v1::JobSpec {}
 
 impl Json for k8s_pb::api::batch::v1::JobStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::JobStatus { conditions, start_time, completion_time, active, succeeded, failed, terminating, completed_indexes, failed_indexes, uncounted_terminated_pods, ready } = self;
+        let k8s_pb::api::batch::v1::JobStatus {
+            conditions,
+            start_time,
+            completion_time,
+            active,
+            succeeded,
+            failed,
+            terminating,
+            completed_indexes,
+            failed_indexes,
+            uncounted_terminated_pods,
+            ready,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "conditions", conditions);
         field(&mut m, "startTime", start_time);
@@ -361,7 +520,11 @@ impl Item for k8s_pb::api::batch::v1::PodFailurePolicy {}
 
 impl Json for k8s_pb::api::batch::v1::PodFailurePolicyOnExitCodesRequirement {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::PodFailurePolicyOnExitCodesRequirement { container_name, operator, values } = self;
+        let k8s_pb::api::batch::v1::PodFailurePolicyOnExitCodesRequirement {
+            container_name,
+            operator,
+            values,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "containerName", container_name);
         field(&mut m, "operator", operator);
@@ -373,7 +536,8 @@ impl Item for k8s_pb::api::batch::v1::PodFailurePolicyOnExitCodesRequirement {}
 
 impl Json for k8s_pb::api::batch::v1::PodFailurePolicyOnPodConditionsPattern {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::PodFailurePolicyOnPodConditionsPattern { r#type, status } = self;
+        let k8s_pb::api::batch::v1::PodFailurePolicyOnPodConditionsPattern { r#type, status } =
+            self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -384,7 +548,11 @@ impl Item for k8s_pb::api::batch::v1::PodFailurePolicyOnPodConditionsPattern {}
 
 impl Json for k8s_pb::api::batch::v1::PodFailurePolicyRule {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::PodFailurePolicyRule { action, on_exit_codes, on_pod_conditions } = self;
+        let k8s_pb::api::batch::v1::PodFailurePolicyRule {
+            action,
+            on_exit_codes,
+            on_pod_conditions,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "action", action);
         field(&mut m, "onExitCodes", on_exit_codes);
@@ -406,7 +574,10 @@ impl Item for k8s_pb::api::batch::v1::SuccessPolicy {}
 
 impl Json for k8s_pb::api::batch::v1::SuccessPolicyRule {
     fn json(&self) -> Value {
-        let k8s_pb::api::batch::v1::SuccessPolicyRule { succeeded_indexes, succeeded_count } = self;
+        let k8s_pb::api::batch::v1::SuccessPolicyRule {
+            succeeded_indexes,
+            succeeded_count,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "succeededIndexes", succeeded_indexes);
         field(&mut m, "succeededCount", succeeded_count);
@@ -439,7 +610,15 @@ impl Item for k8s_pb::api::coordination::v1::Lease {}
 
 impl Json for k8s_pb::api::coordination::v1::LeaseSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::coordination::v1::LeaseSpec { holder_identity, lease_duration_seconds, acquire_time, renew_time, lease_transitions, strategy, preferred_holder } = self;
+        let k8s_pb::api::coordination::v1::LeaseSpec {
+            holder_identity,
+            lease_duration_seconds,
+            acquire_time,
+            renew_time,
+            lease_transitions,
+            strategy,
+            preferred_holder,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "holderIdentity", holder_identity);
         keep(&mut m, "leaseDurationSeconds", lease_duration_seconds);
@@ -455,7 +634,11 @@ impl Item for k8s_pb::api::coordination::v1::LeaseSpec {}
 
 impl Json for k8s_pb::api::core::v1::Affinity {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Affinity { node_affinity, pod_affinity, pod_anti_affinity } = self;
+        let k8s_pb::api::core::v1::Affinity {
+            node_affinity,
+            pod_affinity,
+            pod_anti_affinity,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "nodeAffinity", node_affinity);
         field(&mut m, "podAffinity", pod_affinity);
@@ -467,7 +650,10 @@ impl Item for k8s_pb::api::core::v1::Affinity {}
 
 impl Json for k8s_pb::api::core::v1::AppArmorProfile {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::AppArmorProfile { r#type, localhost_profile } = self;
+        let k8s_pb::api::core::v1::AppArmorProfile {
+            r#type,
+            localhost_profile,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "localhostProfile", localhost_profile);
@@ -478,7 +664,12 @@ impl Item for k8s_pb::api::core::v1::AppArmorProfile {}
 
 impl Json for k8s_pb::api::core::v1::AwsElasticBlockStoreVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::AwsElasticBlockStoreVolumeSource { volume_id, fs_type, partition, read_only } = self;
+        let k8s_pb::api::core::v1::AwsElasticBlockStoreVolumeSource {
+            volume_id,
+            fs_type,
+            partition,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumeID", volume_id);
         field(&mut m, "fsType", fs_type);
@@ -491,7 +682,14 @@ impl Item for k8s_pb::api::core::v1::AwsElasticBlockStoreVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::AzureDiskVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::AzureDiskVolumeSource { disk_name, disk_uri, caching_mode, fs_type, read_only, kind } = self;
+        let k8s_pb::api::core::v1::AzureDiskVolumeSource {
+            disk_name,
+            disk_uri,
+            caching_mode,
+            fs_type,
+            read_only,
+            kind,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "diskName", disk_name);
         field(&mut m, "diskURI", disk_uri);
@@ -506,7 +704,11 @@ impl Item for k8s_pb::api::core::v1::AzureDiskVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::AzureFileVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::AzureFileVolumeSource { secret_name, share_name, read_only } = self;
+        let k8s_pb::api::core::v1::AzureFileVolumeSource {
+            secret_name,
+            share_name,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "secretName", secret_name);
         field(&mut m, "shareName", share_name);
@@ -518,7 +720,13 @@ impl Item for k8s_pb::api::core::v1::AzureFileVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::CSIVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::CSIVolumeSource { driver, read_only, fs_type, volume_attributes, node_publish_secret_ref } = self;
+        let k8s_pb::api::core::v1::CSIVolumeSource {
+            driver,
+            read_only,
+            fs_type,
+            volume_attributes,
+            node_publish_secret_ref,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "driver", driver);
         field(&mut m, "readOnly", read_only);
@@ -543,7 +751,14 @@ impl Item for k8s_pb::api::core::v1::Capabilities {}
 
 impl Json for k8s_pb::api::core::v1::CephFsVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::CephFsVolumeSource { monitors, path, user, secret_file, secret_ref, read_only } = self;
+        let k8s_pb::api::core::v1::CephFsVolumeSource {
+            monitors,
+            path,
+            user,
+            secret_file,
+            secret_ref,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "monitors", monitors);
         field(&mut m, "path", path);
@@ -558,7 +773,12 @@ impl Item for k8s_pb::api::core::v1::CephFsVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::CinderVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::CinderVolumeSource { volume_id, fs_type, read_only, secret_ref } = self;
+        let k8s_pb::api::core::v1::CinderVolumeSource {
+            volume_id,
+            fs_type,
+            read_only,
+            secret_ref,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumeID", volume_id);
         field(&mut m, "fsType", fs_type);
@@ -581,7 +801,13 @@ impl Item for k8s_pb::api::core::v1::ClientIpConfig {}
 
 impl Json for k8s_pb::api::core::v1::ClusterTrustBundleProjection {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ClusterTrustBundleProjection { name, signer_name, label_selector, optional, path } = self;
+        let k8s_pb::api::core::v1::ClusterTrustBundleProjection {
+            name,
+            signer_name,
+            label_selector,
+            optional,
+            path,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "signerName", signer_name);
@@ -595,7 +821,12 @@ impl Item for k8s_pb::api::core::v1::ClusterTrustBundleProjection {}
 
 impl Json for k8s_pb::api::core::v1::ConfigMap {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ConfigMap { metadata, immutable, data, binary_data } = self;
+        let k8s_pb::api::core::v1::ConfigMap {
+            metadata,
+            immutable,
+            data,
+            binary_data,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         keep(&mut m, "immutable", immutable);
@@ -608,7 +839,10 @@ impl Item for k8s_pb::api::core::v1::ConfigMap {}
 
 impl Json for k8s_pb::api::core::v1::ConfigMapEnvSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ConfigMapEnvSource { local_object_reference, optional } = self;
+        let k8s_pb::api::core::v1::ConfigMapEnvSource {
+            local_object_reference,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         keep(&mut m, "optional", optional);
@@ -619,7 +853,11 @@ impl Item for k8s_pb::api::core::v1::ConfigMapEnvSource {}
 
 impl Json for k8s_pb::api::core::v1::ConfigMapKeySelector {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ConfigMapKeySelector { local_object_reference, key, optional } = self;
+        let k8s_pb::api::core::v1::ConfigMapKeySelector {
+            local_object_reference,
+            key,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         field(&mut m, "key", key);
@@ -631,7 +869,11 @@ impl Item for k8s_pb::api::core::v1::ConfigMapKeySelector {}
 
 impl Json for k8s_pb::api::core::v1::ConfigMapProjection {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ConfigMapProjection { local_object_reference, items, optional } = self;
+        let k8s_pb::api::core::v1::ConfigMapProjection {
+            local_object_reference,
+            items,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         field(&mut m, "items", items);
@@ -643,7 +885,12 @@ impl Item for k8s_pb::api::core::v1::ConfigMapProjection {}
 
 impl Json for k8s_pb::api::core::v1::ConfigMapVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ConfigMapVolumeSource { local_object_reference, items, default_mode, optional } = self;
+        let k8s_pb::api::core::v1::ConfigMapVolumeSource {
+            local_object_reference,
+            items,
+            default_mode,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         field(&mut m, "items", items);
@@ -656,7 +903,32 @@ impl Item for k8s_pb::api::core::v1::ConfigMapVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::Container {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Container { name, image, command, args, working_dir, ports, env_from, env, resources, resize_policy, restart_policy, volume_mounts, volume_devices, liveness_probe, readiness_probe, startup_probe, lifecycle, termination_message_path, termination_message_policy, image_pull_policy, security_context, stdin, stdin_once, tty } = self;
+        let k8s_pb::api::core::v1::Container {
+            name,
+            image,
+            command,
+            args,
+            working_dir,
+            ports,
+            env_from,
+            env,
+            resources,
+            resize_policy,
+            restart_policy,
+            volume_mounts,
+            volume_devices,
+            liveness_probe,
+            readiness_probe,
+            startup_probe,
+            lifecycle,
+            termination_message_path,
+            termination_message_policy,
+            image_pull_policy,
+            security_context,
+            stdin,
+            stdin_once,
+            tty,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "image", image);
@@ -676,7 +948,11 @@ impl Json for k8s_pb::api::core::v1::Container {
         field(&mut m, "startupProbe", startup_probe);
         field(&mut m, "lifecycle", lifecycle);
         field(&mut m, "terminationMessagePath", termination_message_path);
-        field(&mut m, "terminationMessagePolicy", termination_message_policy);
+        field(
+            &mut m,
+            "terminationMessagePolicy",
+            termination_message_policy,
+        );
         field(&mut m, "imagePullPolicy", image_pull_policy);
         field(&mut m, "securityContext", security_context);
         field(&mut m, "stdin", stdin);
@@ -689,7 +965,13 @@ impl Item for k8s_pb::api::core::v1::Container {}
 
 impl Json for k8s_pb::api::core::v1::ContainerPort {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ContainerPort { name, host_port, container_port, protocol, host_ip } = self;
+        let k8s_pb::api::core::v1::ContainerPort {
+            name,
+            host_port,
+            container_port,
+            protocol,
+            host_ip,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "hostPort", host_port);
@@ -703,7 +985,10 @@ impl Item for k8s_pb::api::core::v1::ContainerPort {}
 
 impl Json for k8s_pb::api::core::v1::ContainerResizePolicy {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ContainerResizePolicy { resource_name, restart_policy } = self;
+        let k8s_pb::api::core::v1::ContainerResizePolicy {
+            resource_name,
+            restart_policy,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "resourceName", resource_name);
         field(&mut m, "restartPolicy", restart_policy);
@@ -724,7 +1009,12 @@ impl Item for k8s_pb::api::core::v1::DownwardAPIProjection {}
 
 impl Json for k8s_pb::api::core::v1::DownwardAPIVolumeFile {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::DownwardAPIVolumeFile { path, field_ref, resource_field_ref, mode } = self;
+        let k8s_pb::api::core::v1::DownwardAPIVolumeFile {
+            path,
+            field_ref,
+            resource_field_ref,
+            mode,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "path", path);
         field(&mut m, "fieldRef", field_ref);
@@ -737,7 +1027,10 @@ impl Item for k8s_pb::api::core::v1::DownwardAPIVolumeFile {}
 
 impl Json for k8s_pb::api::core::v1::DownwardAPIVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::DownwardAPIVolumeSource { items, default_mode } = self;
+        let k8s_pb::api::core::v1::DownwardAPIVolumeSource {
+            items,
+            default_mode,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "items", items);
         keep(&mut m, "defaultMode", default_mode);
@@ -759,7 +1052,11 @@ impl Item for k8s_pb::api::core::v1::EmptyDirVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::EnvFromSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EnvFromSource { prefix, config_map_ref, secret_ref } = self;
+        let k8s_pb::api::core::v1::EnvFromSource {
+            prefix,
+            config_map_ref,
+            secret_ref,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "prefix", prefix);
         field(&mut m, "configMapRef", config_map_ref);
@@ -771,7 +1068,11 @@ impl Item for k8s_pb::api::core::v1::EnvFromSource {}
 
 impl Json for k8s_pb::api::core::v1::EnvVar {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EnvVar { name, value, value_from } = self;
+        let k8s_pb::api::core::v1::EnvVar {
+            name,
+            value,
+            value_from,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "value", value);
@@ -783,7 +1084,12 @@ impl Item for k8s_pb::api::core::v1::EnvVar {}
 
 impl Json for k8s_pb::api::core::v1::EnvVarSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EnvVarSource { field_ref, resource_field_ref, config_map_key_ref, secret_key_ref } = self;
+        let k8s_pb::api::core::v1::EnvVarSource {
+            field_ref,
+            resource_field_ref,
+            config_map_key_ref,
+            secret_key_ref,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "fieldRef", field_ref);
         field(&mut m, "resourceFieldRef", resource_field_ref);
@@ -796,7 +1102,10 @@ impl Item for k8s_pb::api::core::v1::EnvVarSource {}
 
 impl Json for k8s_pb::api::core::v1::EphemeralContainer {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EphemeralContainer { ephemeral_container_common, target_container_name } = self;
+        let k8s_pb::api::core::v1::EphemeralContainer {
+            ephemeral_container_common,
+            target_container_name,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, ephemeral_container_common);
         field(&mut m, "targetContainerName", target_container_name);
@@ -807,7 +1116,32 @@ impl Item for k8s_pb::api::core::v1::EphemeralContainer {}
 
 impl Json for k8s_pb::api::core::v1::EphemeralContainerCommon {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EphemeralContainerCommon { name, image, command, args, working_dir, ports, env_from, env, resources, resize_policy, restart_policy, volume_mounts, volume_devices, liveness_probe, readiness_probe, startup_probe, lifecycle, termination_message_path, termination_message_policy, image_pull_policy, security_context, stdin, stdin_once, tty } = self;
+        let k8s_pb::api::core::v1::EphemeralContainerCommon {
+            name,
+            image,
+            command,
+            args,
+            working_dir,
+            ports,
+            env_from,
+            env,
+            resources,
+            resize_policy,
+            restart_policy,
+            volume_mounts,
+            volume_devices,
+            liveness_probe,
+            readiness_probe,
+            startup_probe,
+            lifecycle,
+            termination_message_path,
+            termination_message_policy,
+            image_pull_policy,
+            security_context,
+            stdin,
+            stdin_once,
+            tty,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "image", image);
@@ -827,7 +1161,11 @@ impl Json for k8s_pb::api::core::v1::EphemeralContainerCommon {
         field(&mut m, "startupProbe", startup_probe);
         field(&mut m, "lifecycle", lifecycle);
         field(&mut m, "terminationMessagePath", termination_message_path);
-        field(&mut m, "terminationMessagePolicy", termination_message_policy);
+        field(
+            &mut m,
+            "terminationMessagePolicy",
+            termination_message_policy,
+        );
         field(&mut m, "imagePullPolicy", image_pull_policy);
         field(&mut m, "securityContext", security_context);
         field(&mut m, "stdin", stdin);
@@ -840,7 +1178,9 @@ impl Item for k8s_pb::api::core::v1::EphemeralContainerCommon {}
 
 impl Json for k8s_pb::api::core::v1::EphemeralVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EphemeralVolumeSource { volume_claim_template } = self;
+        let k8s_pb::api::core::v1::EphemeralVolumeSource {
+            volume_claim_template,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumeClaimTemplate", volume_claim_template);
         Value::Object(m)
@@ -850,7 +1190,23 @@ impl Item for k8s_pb::api::core::v1::EphemeralVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::Event {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Event { metadata, involved_object, reason, message, source, first_timestamp, last_timestamp, count, r#type, event_time, series, action, related, reporting_component, reporting_instance } = self;
+        let k8s_pb::api::core::v1::Event {
+            metadata,
+            involved_object,
+            reason,
+            message,
+            source,
+            first_timestamp,
+            last_timestamp,
+            count,
+            r#type,
+            event_time,
+            series,
+            action,
+            related,
+            reporting_component,
+            reporting_instance,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "involvedObject", involved_object);
@@ -874,7 +1230,10 @@ impl Item for k8s_pb::api::core::v1::Event {}
 
 impl Json for k8s_pb::api::core::v1::EventSeries {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::EventSeries { count, last_observed_time } = self;
+        let k8s_pb::api::core::v1::EventSeries {
+            count,
+            last_observed_time,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "count", count);
         field(&mut m, "lastObservedTime", last_observed_time);
@@ -906,7 +1265,13 @@ impl Item for k8s_pb::api::core::v1::ExecAction {}
 
 impl Json for k8s_pb::api::core::v1::FcVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::FcVolumeSource { target_ww_ns, lun, fs_type, read_only, wwids } = self;
+        let k8s_pb::api::core::v1::FcVolumeSource {
+            target_ww_ns,
+            lun,
+            fs_type,
+            read_only,
+            wwids,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "targetWWNs", target_ww_ns);
         field(&mut m, "lun", lun);
@@ -920,7 +1285,13 @@ impl Item for k8s_pb::api::core::v1::FcVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::FlexVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::FlexVolumeSource { driver, fs_type, secret_ref, read_only, options } = self;
+        let k8s_pb::api::core::v1::FlexVolumeSource {
+            driver,
+            fs_type,
+            secret_ref,
+            read_only,
+            options,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "driver", driver);
         field(&mut m, "fsType", fs_type);
@@ -934,7 +1305,10 @@ impl Item for k8s_pb::api::core::v1::FlexVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::FlockerVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::FlockerVolumeSource { dataset_name, dataset_uuid } = self;
+        let k8s_pb::api::core::v1::FlockerVolumeSource {
+            dataset_name,
+            dataset_uuid,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "datasetName", dataset_name);
         field(&mut m, "datasetUUID", dataset_uuid);
@@ -945,7 +1319,12 @@ impl Item for k8s_pb::api::core::v1::FlockerVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::GcePersistentDiskVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::GcePersistentDiskVolumeSource { pd_name, fs_type, partition, read_only } = self;
+        let k8s_pb::api::core::v1::GcePersistentDiskVolumeSource {
+            pd_name,
+            fs_type,
+            partition,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "pdName", pd_name);
         field(&mut m, "fsType", fs_type);
@@ -958,7 +1337,11 @@ impl Item for k8s_pb::api::core::v1::GcePersistentDiskVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::GitRepoVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::GitRepoVolumeSource { repository, revision, directory } = self;
+        let k8s_pb::api::core::v1::GitRepoVolumeSource {
+            repository,
+            revision,
+            directory,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "repository", repository);
         field(&mut m, "revision", revision);
@@ -970,7 +1353,11 @@ impl Item for k8s_pb::api::core::v1::GitRepoVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::GlusterfsVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::GlusterfsVolumeSource { endpoints, path, read_only } = self;
+        let k8s_pb::api::core::v1::GlusterfsVolumeSource {
+            endpoints,
+            path,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "endpoints", endpoints);
         field(&mut m, "path", path);
@@ -1015,7 +1402,13 @@ impl Item for k8s_pb::api::core::v1::HostPathVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::HttpGetAction {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::HttpGetAction { path, port, host, scheme, http_headers } = self;
+        let k8s_pb::api::core::v1::HttpGetAction {
+            path,
+            port,
+            host,
+            scheme,
+            http_headers,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "path", path);
         field(&mut m, "port", port);
@@ -1040,7 +1433,10 @@ impl Item for k8s_pb::api::core::v1::HttpHeader {}
 
 impl Json for k8s_pb::api::core::v1::ImageVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ImageVolumeSource { reference, pull_policy } = self;
+        let k8s_pb::api::core::v1::ImageVolumeSource {
+            reference,
+            pull_policy,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "reference", reference);
         field(&mut m, "pullPolicy", pull_policy);
@@ -1051,7 +1447,19 @@ impl Item for k8s_pb::api::core::v1::ImageVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::IscsiVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::IscsiVolumeSource { target_portal, iqn, lun, iscsi_interface, fs_type, read_only, portals, chap_auth_discovery, chap_auth_session, secret_ref, initiator_name } = self;
+        let k8s_pb::api::core::v1::IscsiVolumeSource {
+            target_portal,
+            iqn,
+            lun,
+            iscsi_interface,
+            fs_type,
+            read_only,
+            portals,
+            chap_auth_discovery,
+            chap_auth_session,
+            secret_ref,
+            initiator_name,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "targetPortal", target_portal);
         field(&mut m, "iqn", iqn);
@@ -1083,7 +1491,11 @@ impl Item for k8s_pb::api::core::v1::KeyToPath {}
 
 impl Json for k8s_pb::api::core::v1::Lifecycle {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Lifecycle { post_start, pre_stop, stop_signal } = self;
+        let k8s_pb::api::core::v1::Lifecycle {
+            post_start,
+            pre_stop,
+            stop_signal,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "postStart", post_start);
         field(&mut m, "preStop", pre_stop);
@@ -1095,7 +1507,12 @@ impl Item for k8s_pb::api::core::v1::Lifecycle {}
 
 impl Json for k8s_pb::api::core::v1::LifecycleHandler {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::LifecycleHandler { exec, http_get, tcp_socket, sleep } = self;
+        let k8s_pb::api::core::v1::LifecycleHandler {
+            exec,
+            http_get,
+            tcp_socket,
+            sleep,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "exec", exec);
         field(&mut m, "httpGet", http_get);
@@ -1108,7 +1525,12 @@ impl Item for k8s_pb::api::core::v1::LifecycleHandler {}
 
 impl Json for k8s_pb::api::core::v1::LoadBalancerIngress {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::LoadBalancerIngress { ip, hostname, ip_mode, ports } = self;
+        let k8s_pb::api::core::v1::LoadBalancerIngress {
+            ip,
+            hostname,
+            ip_mode,
+            ports,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "ip", ip);
         field(&mut m, "hostname", hostname);
@@ -1141,9 +1563,16 @@ impl Item for k8s_pb::api::core::v1::LocalObjectReference {}
 
 impl Json for k8s_pb::api::core::v1::ModifyVolumeStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ModifyVolumeStatus { target_volume_attributes_class_name, status } = self;
+        let k8s_pb::api::core::v1::ModifyVolumeStatus {
+            target_volume_attributes_class_name,
+            status,
+        } = self;
         let mut m = Map::new();
-        field(&mut m, "targetVolumeAttributesClassName", target_volume_attributes_class_name);
+        field(
+            &mut m,
+            "targetVolumeAttributesClassName",
+            target_volume_attributes_class_name,
+        );
         field(&mut m, "status", status);
         Value::Object(m)
     }
@@ -1152,7 +1581,11 @@ impl Item for k8s_pb::api::core::v1::ModifyVolumeStatus {}
 
 impl Json for k8s_pb::api::core::v1::Namespace {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Namespace { metadata, spec, status } = self;
+        let k8s_pb::api::core::v1::Namespace {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -1164,7 +1597,13 @@ impl Item for k8s_pb::api::core::v1::Namespace {}
 
 impl Json for k8s_pb::api::core::v1::NamespaceCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NamespaceCondition { r#type, status, last_transition_time, reason, message } = self;
+        let k8s_pb::api::core::v1::NamespaceCondition {
+            r#type,
+            status,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -1199,7 +1638,11 @@ impl Item for k8s_pb::api::core::v1::NamespaceStatus {}
 
 impl Json for k8s_pb::api::core::v1::NfsVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NfsVolumeSource { server, path, read_only } = self;
+        let k8s_pb::api::core::v1::NfsVolumeSource {
+            server,
+            path,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "server", server);
         field(&mut m, "path", path);
@@ -1211,10 +1654,21 @@ impl Item for k8s_pb::api::core::v1::NfsVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::NodeAffinity {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NodeAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution } = self;
+        let k8s_pb::api::core::v1::NodeAffinity {
+            required_during_scheduling_ignored_during_execution,
+            preferred_during_scheduling_ignored_during_execution,
+        } = self;
         let mut m = Map::new();
-        field(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", required_during_scheduling_ignored_during_execution);
-        field(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", preferred_during_scheduling_ignored_during_execution);
+        field(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            required_during_scheduling_ignored_during_execution,
+        );
+        field(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1222,7 +1676,9 @@ impl Item for k8s_pb::api::core::v1::NodeAffinity {}
 
 impl Json for k8s_pb::api::core::v1::NodeSelector {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NodeSelector { node_selector_terms } = self;
+        let k8s_pb::api::core::v1::NodeSelector {
+            node_selector_terms,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "nodeSelectorTerms", node_selector_terms);
         Value::Object(m)
@@ -1232,7 +1688,11 @@ impl Item for k8s_pb::api::core::v1::NodeSelector {}
 
 impl Json for k8s_pb::api::core::v1::NodeSelectorRequirement {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NodeSelectorRequirement { key, operator, values } = self;
+        let k8s_pb::api::core::v1::NodeSelectorRequirement {
+            key,
+            operator,
+            values,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "key", key);
         field(&mut m, "operator", operator);
@@ -1244,7 +1704,10 @@ impl Item for k8s_pb::api::core::v1::NodeSelectorRequirement {}
 
 impl Json for k8s_pb::api::core::v1::NodeSelectorTerm {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::NodeSelectorTerm { match_expressions, match_fields } = self;
+        let k8s_pb::api::core::v1::NodeSelectorTerm {
+            match_expressions,
+            match_fields,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "matchExpressions", match_expressions);
         field(&mut m, "matchFields", match_fields);
@@ -1255,7 +1718,10 @@ impl Item for k8s_pb::api::core::v1::NodeSelectorTerm {}
 
 impl Json for k8s_pb::api::core::v1::ObjectFieldSelector {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ObjectFieldSelector { api_version, field_path } = self;
+        let k8s_pb::api::core::v1::ObjectFieldSelector {
+            api_version,
+            field_path,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "apiVersion", api_version);
         field(&mut m, "fieldPath", field_path);
@@ -1266,7 +1732,15 @@ impl Item for k8s_pb::api::core::v1::ObjectFieldSelector {}
 
 impl Json for k8s_pb::api::core::v1::ObjectReference {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ObjectReference { kind, namespace, name, uid, api_version, resource_version, field_path } = self;
+        let k8s_pb::api::core::v1::ObjectReference {
+            kind,
+            namespace,
+            name,
+            uid,
+            api_version,
+            resource_version,
+            field_path,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "kind", kind);
         field(&mut m, "namespace", namespace);
@@ -1282,7 +1756,11 @@ impl Item for k8s_pb::api::core::v1::ObjectReference {}
 
 impl Json for k8s_pb::api::core::v1::PersistentVolumeClaim {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PersistentVolumeClaim { metadata, spec, status } = self;
+        let k8s_pb::api::core::v1::PersistentVolumeClaim {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -1294,7 +1772,14 @@ impl Item for k8s_pb::api::core::v1::PersistentVolumeClaim {}
 
 impl Json for k8s_pb::api::core::v1::PersistentVolumeClaimCondition {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PersistentVolumeClaimCondition { r#type, status, last_probe_time, last_transition_time, reason, message } = self;
+        let k8s_pb::api::core::v1::PersistentVolumeClaimCondition {
+            r#type,
+            status,
+            last_probe_time,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -1309,7 +1794,17 @@ impl Item for k8s_pb::api::core::v1::PersistentVolumeClaimCondition {}
 
 impl Json for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PersistentVolumeClaimSpec { access_modes, selector, resources, volume_name, storage_class_name, volume_mode, data_source, data_source_ref, volume_attributes_class_name } = self;
+        let k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
+            access_modes,
+            selector,
+            resources,
+            volume_name,
+            storage_class_name,
+            volume_mode,
+            data_source,
+            data_source_ref,
+            volume_attributes_class_name,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "accessModes", access_modes);
         field(&mut m, "selector", selector);
@@ -1319,7 +1814,11 @@ impl Json for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {
         field(&mut m, "volumeMode", volume_mode);
         field(&mut m, "dataSource", data_source);
         field(&mut m, "dataSourceRef", data_source_ref);
-        field(&mut m, "volumeAttributesClassName", volume_attributes_class_name);
+        field(
+            &mut m,
+            "volumeAttributesClassName",
+            volume_attributes_class_name,
+        );
         Value::Object(m)
     }
 }
@@ -1327,15 +1826,32 @@ impl Item for k8s_pb::api::core::v1::PersistentVolumeClaimSpec {}
 
 impl Json for k8s_pb::api::core::v1::PersistentVolumeClaimStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PersistentVolumeClaimStatus { phase, access_modes, capacity, conditions, allocated_resources, allocated_resource_statuses, current_volume_attributes_class_name, modify_volume_status } = self;
+        let k8s_pb::api::core::v1::PersistentVolumeClaimStatus {
+            phase,
+            access_modes,
+            capacity,
+            conditions,
+            allocated_resources,
+            allocated_resource_statuses,
+            current_volume_attributes_class_name,
+            modify_volume_status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "phase", phase);
         field(&mut m, "accessModes", access_modes);
         field(&mut m, "capacity", capacity);
         field(&mut m, "conditions", conditions);
         field(&mut m, "allocatedResources", allocated_resources);
-        field(&mut m, "allocatedResourceStatuses", allocated_resource_statuses);
-        field(&mut m, "currentVolumeAttributesClassName", current_volume_attributes_class_name);
+        field(
+            &mut m,
+            "allocatedResourceStatuses",
+            allocated_resource_statuses,
+        );
+        field(
+            &mut m,
+            "currentVolumeAttributesClassName",
+            current_volume_attributes_class_name,
+        );
         field(&mut m, "modifyVolumeStatus", modify_volume_status);
         Value::Object(m)
     }
@@ -1355,7 +1871,10 @@ impl Item for k8s_pb::api::core::v1::PersistentVolumeClaimTemplate {}
 
 impl Json for k8s_pb::api::core::v1::PersistentVolumeClaimVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PersistentVolumeClaimVolumeSource { claim_name, read_only } = self;
+        let k8s_pb::api::core::v1::PersistentVolumeClaimVolumeSource {
+            claim_name,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "claimName", claim_name);
         field(&mut m, "readOnly", read_only);
@@ -1377,10 +1896,21 @@ impl Item for k8s_pb::api::core::v1::PhotonPersistentDiskVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::PodAffinity {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution } = self;
+        let k8s_pb::api::core::v1::PodAffinity {
+            required_during_scheduling_ignored_during_execution,
+            preferred_during_scheduling_ignored_during_execution,
+        } = self;
         let mut m = Map::new();
-        field(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", required_during_scheduling_ignored_during_execution);
-        field(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", preferred_during_scheduling_ignored_during_execution);
+        field(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            required_during_scheduling_ignored_during_execution,
+        );
+        field(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1388,7 +1918,14 @@ impl Item for k8s_pb::api::core::v1::PodAffinity {}
 
 impl Json for k8s_pb::api::core::v1::PodAffinityTerm {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodAffinityTerm { label_selector, namespaces, topology_key, namespace_selector, match_label_keys, mismatch_label_keys } = self;
+        let k8s_pb::api::core::v1::PodAffinityTerm {
+            label_selector,
+            namespaces,
+            topology_key,
+            namespace_selector,
+            match_label_keys,
+            mismatch_label_keys,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "labelSelector", label_selector);
         field(&mut m, "namespaces", namespaces);
@@ -1403,10 +1940,21 @@ impl Item for k8s_pb::api::core::v1::PodAffinityTerm {}
 
 impl Json for k8s_pb::api::core::v1::PodAntiAffinity {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodAntiAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution } = self;
+        let k8s_pb::api::core::v1::PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution,
+            preferred_during_scheduling_ignored_during_execution,
+        } = self;
         let mut m = Map::new();
-        field(&mut m, "requiredDuringSchedulingIgnoredDuringExecution", required_during_scheduling_ignored_during_execution);
-        field(&mut m, "preferredDuringSchedulingIgnoredDuringExecution", preferred_during_scheduling_ignored_during_execution);
+        field(
+            &mut m,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            required_during_scheduling_ignored_during_execution,
+        );
+        field(
+            &mut m,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            preferred_during_scheduling_ignored_during_execution,
+        );
         Value::Object(m)
     }
 }
@@ -1414,7 +1962,11 @@ impl Item for k8s_pb::api::core::v1::PodAntiAffinity {}
 
 impl Json for k8s_pb::api::core::v1::PodDnsConfig {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodDnsConfig { nameservers, searches, options } = self;
+        let k8s_pb::api::core::v1::PodDnsConfig {
+            nameservers,
+            searches,
+            options,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "nameservers", nameservers);
         field(&mut m, "searches", searches);
@@ -1457,11 +2009,19 @@ impl Item for k8s_pb::api::core::v1::PodReadinessGate {}
 
 impl Json for k8s_pb::api::core::v1::PodResourceClaim {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodResourceClaim { name, resource_claim_name, resource_claim_template_name } = self;
+        let k8s_pb::api::core::v1::PodResourceClaim {
+            name,
+            resource_claim_name,
+            resource_claim_template_name,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "resourceClaimName", resource_claim_name);
-        field(&mut m, "resourceClaimTemplateName", resource_claim_template_name);
+        field(
+            &mut m,
+            "resourceClaimTemplateName",
+            resource_claim_template_name,
+        );
         Value::Object(m)
     }
 }
@@ -1479,7 +2039,21 @@ impl Item for k8s_pb::api::core::v1::PodSchedulingGate {}
 
 impl Json for k8s_pb::api::core::v1::PodSecurityContext {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodSecurityContext { se_linux_options, windows_options, run_as_user, run_as_group, run_as_non_root, supplemental_groups, supplemental_groups_policy, fs_group, sysctls, fs_group_change_policy, seccomp_profile, app_armor_profile, se_linux_change_policy } = self;
+        let k8s_pb::api::core::v1::PodSecurityContext {
+            se_linux_options,
+            windows_options,
+            run_as_user,
+            run_as_group,
+            run_as_non_root,
+            supplemental_groups,
+            supplemental_groups_policy,
+            fs_group,
+            sysctls,
+            fs_group_change_policy,
+            seccomp_profile,
+            app_armor_profile,
+            se_linux_change_policy,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "seLinuxOptions", se_linux_options);
         field(&mut m, "windowsOptions", windows_options);
@@ -1487,7 +2061,11 @@ impl Json for k8s_pb::api::core::v1::PodSecurityContext {
         keep(&mut m, "runAsGroup", run_as_group);
         keep(&mut m, "runAsNonRoot", run_as_non_root);
         field(&mut m, "supplementalGroups", supplemental_groups);
-        field(&mut m, "supplementalGroupsPolicy", supplemental_groups_policy);
+        field(
+            &mut m,
+            "supplementalGroupsPolicy",
+            supplemental_groups_policy,
+        );
         keep(&mut m, "fsGroup", fs_group);
         field(&mut m, "sysctls", sysctls);
         field(&mut m, "fsGroupChangePolicy", fs_group_change_policy);
@@ -1501,20 +2079,69 @@ impl Item for k8s_pb::api::core::v1::PodSecurityContext {}
 
 impl Json for k8s_pb::api::core::v1::PodSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PodSpec { volumes, init_containers, containers, ephemeral_containers, restart_policy, termination_grace_period_seconds, active_deadline_seconds, dns_policy, node_selector, service_account_name, service_account, automount_service_account_token, node_name, host_network, host_pid, host_ipc, share_process_namespace, security_context, image_pull_secrets, hostname, subdomain, affinity, scheduler_name, tolerations, host_aliases, priority_class_name, priority, dns_config, readiness_gates, runtime_class_name, enable_service_links, preemption_policy, overhead, topology_spread_constraints, set_hostname_as_fqdn, os, host_users, scheduling_gates, resource_claims, resources } = self;
+        let k8s_pb::api::core::v1::PodSpec {
+            volumes,
+            init_containers,
+            containers,
+            ephemeral_containers,
+            restart_policy,
+            termination_grace_period_seconds,
+            active_deadline_seconds,
+            dns_policy,
+            node_selector,
+            service_account_name,
+            service_account,
+            automount_service_account_token,
+            node_name,
+            host_network,
+            host_pid,
+            host_ipc,
+            share_process_namespace,
+            security_context,
+            image_pull_secrets,
+            hostname,
+            subdomain,
+            affinity,
+            scheduler_name,
+            tolerations,
+            host_aliases,
+            priority_class_name,
+            priority,
+            dns_config,
+            readiness_gates,
+            runtime_class_name,
+            enable_service_links,
+            preemption_policy,
+            overhead,
+            topology_spread_constraints,
+            set_hostname_as_fqdn,
+            os,
+            host_users,
+            scheduling_gates,
+            resource_claims,
+            resources,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumes", volumes);
         field(&mut m, "initContainers", init_containers);
         field(&mut m, "containers", containers);
         field(&mut m, "ephemeralContainers", ephemeral_containers);
         field(&mut m, "restartPolicy", restart_policy);
-        keep(&mut m, "terminationGracePeriodSeconds", termination_grace_period_seconds);
+        keep(
+            &mut m,
+            "terminationGracePeriodSeconds",
+            termination_grace_period_seconds,
+        );
         keep(&mut m, "activeDeadlineSeconds", active_deadline_seconds);
         field(&mut m, "dnsPolicy", dns_policy);
         field(&mut m, "nodeSelector", node_selector);
         field(&mut m, "serviceAccountName", service_account_name);
         field(&mut m, "serviceAccount", service_account);
-        keep(&mut m, "automountServiceAccountToken", automount_service_account_token);
+        keep(
+            &mut m,
+            "automountServiceAccountToken",
+            automount_service_account_token,
+        );
         field(&mut m, "nodeName", node_name);
         field(&mut m, "hostNetwork", host_network);
         field(&mut m, "hostPID", host_pid);
@@ -1536,7 +2163,11 @@ impl Json for k8s_pb::api::core::v1::PodSpec {
         keep(&mut m, "enableServiceLinks", enable_service_links);
         field(&mut m, "preemptionPolicy", preemption_policy);
         field(&mut m, "overhead", overhead);
-        field(&mut m, "topologySpreadConstraints", topology_spread_constraints);
+        field(
+            &mut m,
+            "topologySpreadConstraints",
+            topology_spread_constraints,
+        );
         keep(&mut m, "setHostnameAsFQDN", set_hostname_as_fqdn);
         field(&mut m, "os", os);
         keep(&mut m, "hostUsers", host_users);
@@ -1561,7 +2192,11 @@ impl Item for k8s_pb::api::core::v1::PodTemplateSpec {}
 
 impl Json for k8s_pb::api::core::v1::PortStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PortStatus { port, protocol, error } = self;
+        let k8s_pb::api::core::v1::PortStatus {
+            port,
+            protocol,
+            error,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "port", port);
         field(&mut m, "protocol", protocol);
@@ -1573,7 +2208,11 @@ impl Item for k8s_pb::api::core::v1::PortStatus {}
 
 impl Json for k8s_pb::api::core::v1::PortworxVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::PortworxVolumeSource { volume_id, fs_type, read_only } = self;
+        let k8s_pb::api::core::v1::PortworxVolumeSource {
+            volume_id,
+            fs_type,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumeID", volume_id);
         field(&mut m, "fsType", fs_type);
@@ -1596,7 +2235,15 @@ impl Item for k8s_pb::api::core::v1::PreferredSchedulingTerm {}
 
 impl Json for k8s_pb::api::core::v1::Probe {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Probe { handler, initial_delay_seconds, timeout_seconds, period_seconds, success_threshold, failure_threshold, termination_grace_period_seconds } = self;
+        let k8s_pb::api::core::v1::Probe {
+            handler,
+            initial_delay_seconds,
+            timeout_seconds,
+            period_seconds,
+            success_threshold,
+            failure_threshold,
+            termination_grace_period_seconds,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, handler);
         field(&mut m, "initialDelaySeconds", initial_delay_seconds);
@@ -1604,7 +2251,11 @@ impl Json for k8s_pb::api::core::v1::Probe {
         field(&mut m, "periodSeconds", period_seconds);
         field(&mut m, "successThreshold", success_threshold);
         field(&mut m, "failureThreshold", failure_threshold);
-        keep(&mut m, "terminationGracePeriodSeconds", termination_grace_period_seconds);
+        keep(
+            &mut m,
+            "terminationGracePeriodSeconds",
+            termination_grace_period_seconds,
+        );
         Value::Object(m)
     }
 }
@@ -1612,7 +2263,12 @@ impl Item for k8s_pb::api::core::v1::Probe {}
 
 impl Json for k8s_pb::api::core::v1::ProbeHandler {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ProbeHandler { exec, http_get, tcp_socket, grpc } = self;
+        let k8s_pb::api::core::v1::ProbeHandler {
+            exec,
+            http_get,
+            tcp_socket,
+            grpc,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "exec", exec);
         field(&mut m, "httpGet", http_get);
@@ -1625,7 +2281,10 @@ impl Item for k8s_pb::api::core::v1::ProbeHandler {}
 
 impl Json for k8s_pb::api::core::v1::ProjectedVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ProjectedVolumeSource { sources, default_mode } = self;
+        let k8s_pb::api::core::v1::ProjectedVolumeSource {
+            sources,
+            default_mode,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "sources", sources);
         keep(&mut m, "defaultMode", default_mode);
@@ -1636,7 +2295,14 @@ impl Item for k8s_pb::api::core::v1::ProjectedVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::QuobyteVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::QuobyteVolumeSource { registry, volume, read_only, user, group, tenant } = self;
+        let k8s_pb::api::core::v1::QuobyteVolumeSource {
+            registry,
+            volume,
+            read_only,
+            user,
+            group,
+            tenant,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "registry", registry);
         field(&mut m, "volume", volume);
@@ -1651,7 +2317,16 @@ impl Item for k8s_pb::api::core::v1::QuobyteVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::RbdVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::RbdVolumeSource { monitors, image, fs_type, pool, user, keyring, secret_ref, read_only } = self;
+        let k8s_pb::api::core::v1::RbdVolumeSource {
+            monitors,
+            image,
+            fs_type,
+            pool,
+            user,
+            keyring,
+            secret_ref,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "monitors", monitors);
         field(&mut m, "image", image);
@@ -1679,7 +2354,11 @@ impl Item for k8s_pb::api::core::v1::ResourceClaim {}
 
 impl Json for k8s_pb::api::core::v1::ResourceFieldSelector {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ResourceFieldSelector { container_name, resource, divisor } = self;
+        let k8s_pb::api::core::v1::ResourceFieldSelector {
+            container_name,
+            resource,
+            divisor,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "containerName", container_name);
         field(&mut m, "resource", resource);
@@ -1691,7 +2370,11 @@ impl Item for k8s_pb::api::core::v1::ResourceFieldSelector {}
 
 impl Json for k8s_pb::api::core::v1::ResourceRequirements {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ResourceRequirements { limits, requests, claims } = self;
+        let k8s_pb::api::core::v1::ResourceRequirements {
+            limits,
+            requests,
+            claims,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "limits", limits);
         field(&mut m, "requests", requests);
@@ -1703,7 +2386,18 @@ impl Item for k8s_pb::api::core::v1::ResourceRequirements {}
 
 impl Json for k8s_pb::api::core::v1::ScaleIoVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ScaleIoVolumeSource { gateway, system, secret_ref, ssl_enabled, protection_domain, storage_pool, storage_mode, volume_name, fs_type, read_only } = self;
+        let k8s_pb::api::core::v1::ScaleIoVolumeSource {
+            gateway,
+            system,
+            secret_ref,
+            ssl_enabled,
+            protection_domain,
+            storage_pool,
+            storage_mode,
+            volume_name,
+            fs_type,
+            read_only,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "gateway", gateway);
         field(&mut m, "system", system);
@@ -1722,7 +2416,12 @@ impl Item for k8s_pb::api::core::v1::ScaleIoVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::SeLinuxOptions {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SeLinuxOptions { user, role, r#type, level } = self;
+        let k8s_pb::api::core::v1::SeLinuxOptions {
+            user,
+            role,
+            r#type,
+            level,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "user", user);
         field(&mut m, "role", role);
@@ -1735,7 +2434,10 @@ impl Item for k8s_pb::api::core::v1::SeLinuxOptions {}
 
 impl Json for k8s_pb::api::core::v1::SeccompProfile {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SeccompProfile { r#type, localhost_profile } = self;
+        let k8s_pb::api::core::v1::SeccompProfile {
+            r#type,
+            localhost_profile,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "localhostProfile", localhost_profile);
@@ -1746,7 +2448,13 @@ impl Item for k8s_pb::api::core::v1::SeccompProfile {}
 
 impl Json for k8s_pb::api::core::v1::Secret {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Secret { metadata, immutable, data, string_data, r#type } = self;
+        let k8s_pb::api::core::v1::Secret {
+            metadata,
+            immutable,
+            data,
+            string_data,
+            r#type,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         keep(&mut m, "immutable", immutable);
@@ -1760,7 +2468,10 @@ impl Item for k8s_pb::api::core::v1::Secret {}
 
 impl Json for k8s_pb::api::core::v1::SecretEnvSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SecretEnvSource { local_object_reference, optional } = self;
+        let k8s_pb::api::core::v1::SecretEnvSource {
+            local_object_reference,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         keep(&mut m, "optional", optional);
@@ -1771,7 +2482,11 @@ impl Item for k8s_pb::api::core::v1::SecretEnvSource {}
 
 impl Json for k8s_pb::api::core::v1::SecretKeySelector {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SecretKeySelector { local_object_reference, key, optional } = self;
+        let k8s_pb::api::core::v1::SecretKeySelector {
+            local_object_reference,
+            key,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         field(&mut m, "key", key);
@@ -1783,7 +2498,11 @@ impl Item for k8s_pb::api::core::v1::SecretKeySelector {}
 
 impl Json for k8s_pb::api::core::v1::SecretProjection {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SecretProjection { local_object_reference, items, optional } = self;
+        let k8s_pb::api::core::v1::SecretProjection {
+            local_object_reference,
+            items,
+            optional,
+        } = self;
         let mut m = Map::new();
         inline(&mut m, local_object_reference);
         field(&mut m, "items", items);
@@ -1795,7 +2514,12 @@ impl Item for k8s_pb::api::core::v1::SecretProjection {}
 
 impl Json for k8s_pb::api::core::v1::SecretVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SecretVolumeSource { secret_name, items, default_mode, optional } = self;
+        let k8s_pb::api::core::v1::SecretVolumeSource {
+            secret_name,
+            items,
+            default_mode,
+            optional,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "secretName", secret_name);
         field(&mut m, "items", items);
@@ -1808,7 +2532,20 @@ impl Item for k8s_pb::api::core::v1::SecretVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::SecurityContext {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::SecurityContext { capabilities, privileged, se_linux_options, windows_options, run_as_user, run_as_group, run_as_non_root, read_only_root_filesystem, allow_privilege_escalation, proc_mount, seccomp_profile, app_armor_profile } = self;
+        let k8s_pb::api::core::v1::SecurityContext {
+            capabilities,
+            privileged,
+            se_linux_options,
+            windows_options,
+            run_as_user,
+            run_as_group,
+            run_as_non_root,
+            read_only_root_filesystem,
+            allow_privilege_escalation,
+            proc_mount,
+            seccomp_profile,
+            app_armor_profile,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "capabilities", capabilities);
         keep(&mut m, "privileged", privileged);
@@ -1818,7 +2555,11 @@ impl Json for k8s_pb::api::core::v1::SecurityContext {
         keep(&mut m, "runAsGroup", run_as_group);
         keep(&mut m, "runAsNonRoot", run_as_non_root);
         keep(&mut m, "readOnlyRootFilesystem", read_only_root_filesystem);
-        keep(&mut m, "allowPrivilegeEscalation", allow_privilege_escalation);
+        keep(
+            &mut m,
+            "allowPrivilegeEscalation",
+            allow_privilege_escalation,
+        );
         field(&mut m, "procMount", proc_mount);
         field(&mut m, "seccompProfile", seccomp_profile);
         field(&mut m, "appArmorProfile", app_armor_profile);
@@ -1829,7 +2570,11 @@ impl Item for k8s_pb::api::core::v1::SecurityContext {}
 
 impl Json for k8s_pb::api::core::v1::Service {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Service { metadata, spec, status } = self;
+        let k8s_pb::api::core::v1::Service {
+            metadata,
+            spec,
+            status,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "spec", spec);
@@ -1841,12 +2586,21 @@ impl Item for k8s_pb::api::core::v1::Service {}
 
 impl Json for k8s_pb::api::core::v1::ServiceAccount {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ServiceAccount { metadata, secrets, image_pull_secrets, automount_service_account_token } = self;
+        let k8s_pb::api::core::v1::ServiceAccount {
+            metadata,
+            secrets,
+            image_pull_secrets,
+            automount_service_account_token,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "secrets", secrets);
         field(&mut m, "imagePullSecrets", image_pull_secrets);
-        keep(&mut m, "automountServiceAccountToken", automount_service_account_token);
+        keep(
+            &mut m,
+            "automountServiceAccountToken",
+            automount_service_account_token,
+        );
         Value::Object(m)
     }
 }
@@ -1854,7 +2608,11 @@ impl Item for k8s_pb::api::core::v1::ServiceAccount {}
 
 impl Json for k8s_pb::api::core::v1::ServiceAccountTokenProjection {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ServiceAccountTokenProjection { audience, expiration_seconds, path } = self;
+        let k8s_pb::api::core::v1::ServiceAccountTokenProjection {
+            audience,
+            expiration_seconds,
+            path,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "audience", audience);
         keep(&mut m, "expirationSeconds", expiration_seconds);
@@ -1866,7 +2624,14 @@ impl Item for k8s_pb::api::core::v1::ServiceAccountTokenProjection {}
 
 impl Json for k8s_pb::api::core::v1::ServicePort {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ServicePort { name, protocol, app_protocol, port, target_port, node_port } = self;
+        let k8s_pb::api::core::v1::ServicePort {
+            name,
+            protocol,
+            app_protocol,
+            port,
+            target_port,
+            node_port,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "protocol", protocol);
@@ -1881,7 +2646,28 @@ impl Item for k8s_pb::api::core::v1::ServicePort {}
 
 impl Json for k8s_pb::api::core::v1::ServiceSpec {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ServiceSpec { ports, selector, cluster_ip, cluster_ips, r#type, external_ips, session_affinity, load_balancer_ip, load_balancer_source_ranges, external_name, external_traffic_policy, health_check_node_port, publish_not_ready_addresses, session_affinity_config, ip_families, ip_family_policy, allocate_load_balancer_node_ports, load_balancer_class, internal_traffic_policy, traffic_distribution } = self;
+        let k8s_pb::api::core::v1::ServiceSpec {
+            ports,
+            selector,
+            cluster_ip,
+            cluster_ips,
+            r#type,
+            external_ips,
+            session_affinity,
+            load_balancer_ip,
+            load_balancer_source_ranges,
+            external_name,
+            external_traffic_policy,
+            health_check_node_port,
+            publish_not_ready_addresses,
+            session_affinity_config,
+            ip_families,
+            ip_family_policy,
+            allocate_load_balancer_node_ports,
+            load_balancer_class,
+            internal_traffic_policy,
+            traffic_distribution,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "ports", ports);
         field(&mut m, "selector", selector);
@@ -1891,15 +2677,27 @@ impl Json for k8s_pb::api::core::v1::ServiceSpec {
         field(&mut m, "externalIPs", external_ips);
         field(&mut m, "sessionAffinity", session_affinity);
         field(&mut m, "loadBalancerIP", load_balancer_ip);
-        field(&mut m, "loadBalancerSourceRanges", load_balancer_source_ranges);
+        field(
+            &mut m,
+            "loadBalancerSourceRanges",
+            load_balancer_source_ranges,
+        );
         field(&mut m, "externalName", external_name);
         field(&mut m, "externalTrafficPolicy", external_traffic_policy);
         field(&mut m, "healthCheckNodePort", health_check_node_port);
-        field(&mut m, "publishNotReadyAddresses", publish_not_ready_addresses);
+        field(
+            &mut m,
+            "publishNotReadyAddresses",
+            publish_not_ready_addresses,
+        );
         field(&mut m, "sessionAffinityConfig", session_affinity_config);
         field(&mut m, "ipFamilies", ip_families);
         field(&mut m, "ipFamilyPolicy", ip_family_policy);
-        keep(&mut m, "allocateLoadBalancerNodePorts", allocate_load_balancer_node_ports);
+        keep(
+            &mut m,
+            "allocateLoadBalancerNodePorts",
+            allocate_load_balancer_node_ports,
+        );
         field(&mut m, "loadBalancerClass", load_balancer_class);
         field(&mut m, "internalTrafficPolicy", internal_traffic_policy);
         field(&mut m, "trafficDistribution", traffic_distribution);
@@ -1910,7 +2708,10 @@ impl Item for k8s_pb::api::core::v1::ServiceSpec {}
 
 impl Json for k8s_pb::api::core::v1::ServiceStatus {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::ServiceStatus { load_balancer, conditions } = self;
+        let k8s_pb::api::core::v1::ServiceStatus {
+            load_balancer,
+            conditions,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "loadBalancer", load_balancer);
         field(&mut m, "conditions", conditions);
@@ -1941,7 +2742,13 @@ impl Item for k8s_pb::api::core::v1::SleepAction {}
 
 impl Json for k8s_pb::api::core::v1::StorageOsVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::StorageOsVolumeSource { volume_name, volume_namespace, fs_type, read_only, secret_ref } = self;
+        let k8s_pb::api::core::v1::StorageOsVolumeSource {
+            volume_name,
+            volume_namespace,
+            fs_type,
+            read_only,
+            secret_ref,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumeName", volume_name);
         field(&mut m, "volumeNamespace", volume_namespace);
@@ -1977,7 +2784,13 @@ impl Item for k8s_pb::api::core::v1::TcpSocketAction {}
 
 impl Json for k8s_pb::api::core::v1::Toleration {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Toleration { key, operator, value, effect, toleration_seconds } = self;
+        let k8s_pb::api::core::v1::Toleration {
+            key,
+            operator,
+            value,
+            effect,
+            toleration_seconds,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "key", key);
         field(&mut m, "operator", operator);
@@ -1991,7 +2804,16 @@ impl Item for k8s_pb::api::core::v1::Toleration {}
 
 impl Json for k8s_pb::api::core::v1::TopologySpreadConstraint {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::TopologySpreadConstraint { max_skew, topology_key, when_unsatisfiable, label_selector, min_domains, node_affinity_policy, node_taints_policy, match_label_keys } = self;
+        let k8s_pb::api::core::v1::TopologySpreadConstraint {
+            max_skew,
+            topology_key,
+            when_unsatisfiable,
+            label_selector,
+            min_domains,
+            node_affinity_policy,
+            node_taints_policy,
+            match_label_keys,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "maxSkew", max_skew);
         field(&mut m, "topologyKey", topology_key);
@@ -2008,7 +2830,11 @@ impl Item for k8s_pb::api::core::v1::TopologySpreadConstraint {}
 
 impl Json for k8s_pb::api::core::v1::TypedLocalObjectReference {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::TypedLocalObjectReference { api_group, kind, name } = self;
+        let k8s_pb::api::core::v1::TypedLocalObjectReference {
+            api_group,
+            kind,
+            name,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "apiGroup", api_group);
         field(&mut m, "kind", kind);
@@ -2020,7 +2846,12 @@ impl Item for k8s_pb::api::core::v1::TypedLocalObjectReference {}
 
 impl Json for k8s_pb::api::core::v1::TypedObjectReference {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::TypedObjectReference { api_group, kind, name, namespace } = self;
+        let k8s_pb::api::core::v1::TypedObjectReference {
+            api_group,
+            kind,
+            name,
+            namespace,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "apiGroup", api_group);
         field(&mut m, "kind", kind);
@@ -2033,7 +2864,10 @@ impl Item for k8s_pb::api::core::v1::TypedObjectReference {}
 
 impl Json for k8s_pb::api::core::v1::Volume {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::Volume { name, volume_source } = self;
+        let k8s_pb::api::core::v1::Volume {
+            name,
+            volume_source,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         inline(&mut m, volume_source);
@@ -2055,7 +2889,15 @@ impl Item for k8s_pb::api::core::v1::VolumeDevice {}
 
 impl Json for k8s_pb::api::core::v1::VolumeMount {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::VolumeMount { name, read_only, recursive_read_only, mount_path, sub_path, mount_propagation, sub_path_expr } = self;
+        let k8s_pb::api::core::v1::VolumeMount {
+            name,
+            read_only,
+            recursive_read_only,
+            mount_path,
+            sub_path,
+            mount_propagation,
+            sub_path_expr,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "readOnly", read_only);
@@ -2071,7 +2913,13 @@ impl Item for k8s_pb::api::core::v1::VolumeMount {}
 
 impl Json for k8s_pb::api::core::v1::VolumeProjection {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::VolumeProjection { secret, downward_api, config_map, service_account_token, cluster_trust_bundle } = self;
+        let k8s_pb::api::core::v1::VolumeProjection {
+            secret,
+            downward_api,
+            config_map,
+            service_account_token,
+            cluster_trust_bundle,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "secret", secret);
         field(&mut m, "downwardAPI", downward_api);
@@ -2096,7 +2944,38 @@ impl Item for k8s_pb::api::core::v1::VolumeResourceRequirements {}
 
 impl Json for k8s_pb::api::core::v1::VolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::VolumeSource { host_path, empty_dir, gce_persistent_disk, aws_elastic_block_store, git_repo, secret, nfs, iscsi, glusterfs, persistent_volume_claim, rbd, flex_volume, cinder, cephfs, flocker, downward_api, fc, azure_file, config_map, vsphere_volume, quobyte, azure_disk, photon_persistent_disk, projected, portworx_volume, scale_io, storageos, csi, ephemeral, image } = self;
+        let k8s_pb::api::core::v1::VolumeSource {
+            host_path,
+            empty_dir,
+            gce_persistent_disk,
+            aws_elastic_block_store,
+            git_repo,
+            secret,
+            nfs,
+            iscsi,
+            glusterfs,
+            persistent_volume_claim,
+            rbd,
+            flex_volume,
+            cinder,
+            cephfs,
+            flocker,
+            downward_api,
+            fc,
+            azure_file,
+            config_map,
+            vsphere_volume,
+            quobyte,
+            azure_disk,
+            photon_persistent_disk,
+            projected,
+            portworx_volume,
+            scale_io,
+            storageos,
+            csi,
+            ephemeral,
+            image,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "hostPath", host_path);
         field(&mut m, "emptyDir", empty_dir);
@@ -2135,7 +3014,12 @@ impl Item for k8s_pb::api::core::v1::VolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::VsphereVirtualDiskVolumeSource {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::VsphereVirtualDiskVolumeSource { volume_path, fs_type, storage_policy_name, storage_policy_id } = self;
+        let k8s_pb::api::core::v1::VsphereVirtualDiskVolumeSource {
+            volume_path,
+            fs_type,
+            storage_policy_name,
+            storage_policy_id,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "volumePath", volume_path);
         field(&mut m, "fsType", fs_type);
@@ -2148,7 +3032,10 @@ impl Item for k8s_pb::api::core::v1::VsphereVirtualDiskVolumeSource {}
 
 impl Json for k8s_pb::api::core::v1::WeightedPodAffinityTerm {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::WeightedPodAffinityTerm { weight, pod_affinity_term } = self;
+        let k8s_pb::api::core::v1::WeightedPodAffinityTerm {
+            weight,
+            pod_affinity_term,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "weight", weight);
         field(&mut m, "podAffinityTerm", pod_affinity_term);
@@ -2159,7 +3046,12 @@ impl Item for k8s_pb::api::core::v1::WeightedPodAffinityTerm {}
 
 impl Json for k8s_pb::api::core::v1::WindowsSecurityContextOptions {
     fn json(&self) -> Value {
-        let k8s_pb::api::core::v1::WindowsSecurityContextOptions { gmsa_credential_spec_name, gmsa_credential_spec, run_as_user_name, host_process } = self;
+        let k8s_pb::api::core::v1::WindowsSecurityContextOptions {
+            gmsa_credential_spec_name,
+            gmsa_credential_spec,
+            run_as_user_name,
+            host_process,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "gmsaCredentialSpecName", gmsa_credential_spec_name);
         field(&mut m, "gmsaCredentialSpec", gmsa_credential_spec);
@@ -2172,7 +3064,23 @@ impl Item for k8s_pb::api::core::v1::WindowsSecurityContextOptions {}
 
 impl Json for k8s_pb::api::events::v1::Event {
     fn json(&self) -> Value {
-        let k8s_pb::api::events::v1::Event { metadata, event_time, series, reporting_controller, reporting_instance, action, reason, regarding, related, note, r#type, deprecated_source, deprecated_first_timestamp, deprecated_last_timestamp, deprecated_count } = self;
+        let k8s_pb::api::events::v1::Event {
+            metadata,
+            event_time,
+            series,
+            reporting_controller,
+            reporting_instance,
+            action,
+            reason,
+            regarding,
+            related,
+            note,
+            r#type,
+            deprecated_source,
+            deprecated_first_timestamp,
+            deprecated_last_timestamp,
+            deprecated_count,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "metadata", metadata);
         field(&mut m, "eventTime", event_time);
@@ -2186,7 +3094,11 @@ impl Json for k8s_pb::api::events::v1::Event {
         field(&mut m, "note", note);
         field(&mut m, "type", r#type);
         field(&mut m, "deprecatedSource", deprecated_source);
-        field(&mut m, "deprecatedFirstTimestamp", deprecated_first_timestamp);
+        field(
+            &mut m,
+            "deprecatedFirstTimestamp",
+            deprecated_first_timestamp,
+        );
         field(&mut m, "deprecatedLastTimestamp", deprecated_last_timestamp);
         field(&mut m, "deprecatedCount", deprecated_count);
         Value::Object(m)
@@ -2196,7 +3108,10 @@ impl Item for k8s_pb::api::events::v1::Event {}
 
 impl Json for k8s_pb::api::events::v1::EventSeries {
     fn json(&self) -> Value {
-        let k8s_pb::api::events::v1::EventSeries { count, last_observed_time } = self;
+        let k8s_pb::api::events::v1::EventSeries {
+            count,
+            last_observed_time,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "count", count);
         field(&mut m, "lastObservedTime", last_observed_time);
@@ -2207,7 +3122,14 @@ impl Item for k8s_pb::api::events::v1::EventSeries {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::Condition { r#type, status, observed_generation, last_transition_time, reason, message } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {
+            r#type,
+            status,
+            observed_generation,
+            last_transition_time,
+            reason,
+            message,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "type", r#type);
         field(&mut m, "status", status);
@@ -2222,14 +3144,25 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions { grace_period_seconds, preconditions, orphan_dependents, propagation_policy, dry_run, ignore_store_read_error_with_cluster_breaking_potential } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {
+            grace_period_seconds,
+            preconditions,
+            orphan_dependents,
+            propagation_policy,
+            dry_run,
+            ignore_store_read_error_with_cluster_breaking_potential,
+        } = self;
         let mut m = Map::new();
         keep(&mut m, "gracePeriodSeconds", grace_period_seconds);
         field(&mut m, "preconditions", preconditions);
         keep(&mut m, "orphanDependents", orphan_dependents);
         field(&mut m, "propagationPolicy", propagation_policy);
         field(&mut m, "dryRun", dry_run);
-        keep(&mut m, "ignoreStoreReadErrorWithClusterBreakingPotential", ignore_store_read_error_with_cluster_breaking_potential);
+        keep(
+            &mut m,
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+            ignore_store_read_error_with_cluster_breaking_potential,
+        );
         Value::Object(m)
     }
 }
@@ -2237,7 +3170,10 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector { match_labels, match_expressions } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels,
+            match_expressions,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "matchLabels", match_labels);
         field(&mut m, "matchExpressions", match_expressions);
@@ -2248,7 +3184,11 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelector {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement { key, operator, values } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+            key,
+            operator,
+            values,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "key", key);
         field(&mut m, "operator", operator);
@@ -2260,7 +3200,15 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::LabelSelectorRequiremen
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry { manager, operation, api_version, time, fields_type, fields_v1, subresource } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+            manager,
+            operation,
+            api_version,
+            time,
+            fields_type,
+            fields_v1,
+            subresource,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "manager", manager);
         field(&mut m, "operation", operation);
@@ -2276,7 +3224,23 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta { name, generate_name, namespace, self_link, uid, resource_version, generation, creation_timestamp, deletion_timestamp, deletion_grace_period_seconds, labels, annotations, owner_references, finalizers, managed_fields } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name,
+            generate_name,
+            namespace,
+            self_link,
+            uid,
+            resource_version,
+            generation,
+            creation_timestamp,
+            deletion_timestamp,
+            deletion_grace_period_seconds,
+            labels,
+            annotations,
+            owner_references,
+            finalizers,
+            managed_fields,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "name", name);
         field(&mut m, "generateName", generate_name);
@@ -2287,7 +3251,11 @@ impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         field(&mut m, "generation", generation);
         field(&mut m, "creationTimestamp", creation_timestamp);
         field(&mut m, "deletionTimestamp", deletion_timestamp);
-        keep(&mut m, "deletionGracePeriodSeconds", deletion_grace_period_seconds);
+        keep(
+            &mut m,
+            "deletionGracePeriodSeconds",
+            deletion_grace_period_seconds,
+        );
         field(&mut m, "labels", labels);
         field(&mut m, "annotations", annotations);
         field(&mut m, "ownerReferences", owner_references);
@@ -2300,7 +3268,14 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::OwnerReference {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version,
+            kind,
+            name,
+            uid,
+            controller,
+            block_owner_deletion,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "apiVersion", api_version);
         field(&mut m, "kind", kind);
@@ -2315,7 +3290,10 @@ impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::OwnerReference {}
 
 impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {
     fn json(&self) -> Value {
-        let k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions { uid, resource_version } = self;
+        let k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {
+            uid,
+            resource_version,
+        } = self;
         let mut m = Map::new();
         field(&mut m, "uid", uid);
         field(&mut m, "resourceVersion", resource_version);
@@ -2325,22 +3303,38 @@ impl Json for k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {
 impl Item for k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {}
 
 /// Decodes the message of an `apiVersion` and `kind` into JSON.
-pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<Result<Value, prost::DecodeError>> {
+pub fn decode(
+    api_version: &str,
+    kind: &str,
+    raw: &[u8],
+) -> Option<Result<Value, prost::DecodeError>> {
     use prost::Message;
     Some(match (api_version, kind) {
         ("v1", "Namespace") => k8s_pb::api::core::v1::Namespace::decode(raw).map(|m| m.json()),
         ("v1", "ConfigMap") => k8s_pb::api::core::v1::ConfigMap::decode(raw).map(|m| m.json()),
         ("v1", "Secret") => k8s_pb::api::core::v1::Secret::decode(raw).map(|m| m.json()),
-        ("v1", "ServiceAccount") => k8s_pb::api::core::v1::ServiceAccount::decode(raw).map(|m| m.json()),
+        ("v1", "ServiceAccount") => {
+            k8s_pb::api::core::v1::ServiceAccount::decode(raw).map(|m| m.json())
+        }
         ("v1", "Service") => k8s_pb::api::core::v1::Service::decode(raw).map(|m| m.json()),
         ("v1", "Event") => k8s_pb::api::core::v1::Event::decode(raw).map(|m| m.json()),
-        ("events.k8s.io/v1", "Event") => k8s_pb::api::events::v1::Event::decode(raw).map(|m| m.json()),
-        ("coordination.k8s.io/v1", "Lease") => k8s_pb::api::coordination::v1::Lease::decode(raw).map(|m| m.json()),
-        ("apps/v1", "Deployment") => k8s_pb::api::apps::v1::Deployment::decode(raw).map(|m| m.json()),
-        ("apps/v1", "StatefulSet") => k8s_pb::api::apps::v1::StatefulSet::decode(raw).map(|m| m.json()),
+        ("events.k8s.io/v1", "Event") => {
+            k8s_pb::api::events::v1::Event::decode(raw).map(|m| m.json())
+        }
+        ("coordination.k8s.io/v1", "Lease") => {
+            k8s_pb::api::coordination::v1::Lease::decode(raw).map(|m| m.json())
+        }
+        ("apps/v1", "Deployment") => {
+            k8s_pb::api::apps::v1::Deployment::decode(raw).map(|m| m.json())
+        }
+        ("apps/v1", "StatefulSet") => {
+            k8s_pb::api::apps::v1::StatefulSet::decode(raw).map(|m| m.json())
+        }
         ("apps/v1", "DaemonSet") => k8s_pb::api::apps::v1::DaemonSet::decode(raw).map(|m| m.json()),
         ("batch/v1", "Job") => k8s_pb::api::batch::v1::Job::decode(raw).map(|m| m.json()),
-        (_, "DeleteOptions") => k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw).map(|m| m.json()),
+        (_, "DeleteOptions") => {
+            k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions::decode(raw).map(|m| m.json())
+        }
         _ => return None,
     })
 }

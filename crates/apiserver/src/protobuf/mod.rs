@@ -147,7 +147,8 @@ use k8s_pb::apimachinery::pkg::runtime::RawExtension;
 use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
 
 fn timestamp(seconds: i64, nanos: Option<i32>) -> Value {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
     let base = crate::meta::format_rfc3339(t);
     match nanos {
         Some(n) => json!(format!(
@@ -248,15 +249,20 @@ pub enum DecodeError {
 /// Decodes a protobuf body into the object's JSON, with its apiVersion
 /// and kind.
 pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
-    let envelope = body
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| DecodeError::Malformed("the body does not start with the k8s protobuf magic".into()))?;
-    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope)
-        .map_err(|e| DecodeError::Malformed(format!("the envelope is not a runtime.Unknown: {e}")))?;
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(|| {
+        DecodeError::Malformed("the body does not start with the k8s protobuf magic".into())
+    })?;
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope).map_err(|e| {
+        DecodeError::Malformed(format!("the envelope is not a runtime.Unknown: {e}"))
+    })?;
     let type_meta = unknown.type_meta.unwrap_or_default();
     let api_version = type_meta.api_version.unwrap_or_default();
     let kind = type_meta.kind.unwrap_or_default();
-    if unknown.content_encoding.as_deref().is_some_and(|e| !e.is_empty()) {
+    if unknown
+        .content_encoding
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
+    {
         return Err(DecodeError::Malformed(format!(
             "content encoding {:?} is not supported",
             unknown.content_encoding.unwrap_or_default()
@@ -412,7 +418,11 @@ mod tests {
         let spec = &got["spec"];
         assert_eq!(spec["replicas"], 0, "a pointer's zero is kept");
         assert!(spec.get("minReadySeconds").is_none(), "omitempty");
-        assert_eq!(spec["strategy"], json!({}), "structs are written even when empty");
+        assert_eq!(
+            spec["strategy"],
+            json!({}),
+            "structs are written even when empty"
+        );
         assert_eq!(got["status"], json!({}));
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], false);
@@ -425,7 +435,10 @@ mod tests {
             json!({"httpGet": {"path": "/healthz", "port": "http"}})
         );
         assert!(c.get("stdin").is_none());
-        assert_eq!(spec["template"]["metadata"], json!({"labels": {"app": "web"}}));
+        assert_eq!(
+            spec["template"]["metadata"],
+            json!({"labels": {"app": "web"}})
+        );
     }
 
     #[test]

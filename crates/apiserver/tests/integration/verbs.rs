@@ -193,7 +193,8 @@ async fn errors_are_status_objects_with_reasons() {
     .await;
     assert_eq!(
         (code, body["reason"].as_str()),
-        (415, Some("UnsupportedMediaType"))
+        (400, Some("BadRequest")),
+        "a damaged protobuf body: {body}"
     );
     assert_eq!(body["kind"], "Status");
     let (code, _) = raw(&client, "GET", "/apis/nope.example/v1/things", &[], vec![]).await;
@@ -588,21 +589,21 @@ async fn server_side_apply_owns_fields_conflicts_and_removes() {
     );
 
     // YAML bodies, and apply without a field manager is refused.
-    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  x: \"1\"\n";
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: yml\ndata:\n  x: \"1\"\n";
     let (code, obj) = raw(
         &client,
         "PATCH",
-        "/api/v1/namespaces/default/configmaps/y?fieldManager=yaml",
+        "/api/v1/namespaces/default/configmaps/yml?fieldManager=yaml",
         &[("content-type", "application/apply-patch+yaml")],
         yaml.as_bytes().to_vec(),
     )
     .await;
-    assert_eq!(code, 201);
+    assert_eq!(code, 201, "{obj}");
     assert_eq!(obj["data"]["x"], "1");
     let (code, _) = raw(
         &client,
         "PATCH",
-        "/api/v1/namespaces/default/configmaps/y",
+        "/api/v1/namespaces/default/configmaps/yml",
         &[("content-type", "application/apply-patch+yaml")],
         yaml.as_bytes().to_vec(),
     )
