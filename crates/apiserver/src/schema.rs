@@ -133,6 +133,14 @@ pub fn builtins() -> &'static Builtins {
                 _ => {}
             }
         }
+        // Any JSON value (a CRD schema's default, example, enum items),
+        // not only an object.
+        if let Some(Value::Object(json)) =
+            defs.get_mut("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON")
+        {
+            json.remove("type");
+            json.insert("x-kubernetes-preserve-unknown-fields".into(), json!(true));
+        }
         Builtins { defs }
     })
 }
@@ -389,6 +397,24 @@ mod tests {
         let mut f = Findings::default();
         walk(&mut bad, &s, false, "", &mut f);
         assert_eq!(f.invalid[0].0, "tags.a");
+    }
+
+    #[test]
+    fn crd_schemas_accept_any_json_as_default() {
+        let crd = json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {
+            "type": "object", "properties": {"n": {"type": "integer", "default": 0, "enum": [0, 1]}}
+        }}}]}});
+        let mut f = Findings::default();
+        let mut c = crd.clone();
+        walk(
+            &mut c,
+            &builtins().defs["io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition"],
+            true,
+            "",
+            &mut f,
+        );
+        assert!(f.invalid.is_empty() && f.unknown.is_empty(), "{f:?}");
+        assert_eq!(c, crd);
     }
 
     #[test]
