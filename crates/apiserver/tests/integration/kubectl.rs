@@ -784,7 +784,19 @@ async fn kubectl_custom_kinds_explain_describe_formats_and_events() {
 
     let wide = k.ok(&["get", "gadgets", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "SIZE", "AGE", "COLOR"], "{wide}");
+    // As on a real server: the CRD's columns (no implicit AGE once it
+    // declares some), with priority-1 ones only in the wide view.
+    assert_eq!(header, ["NAME", "SIZE", "COLOR"], "{wide}");
+    let narrow = k.ok(&["get", "gadgets"]).await;
+    assert_eq!(
+        narrow
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "SIZE"]
+    );
     assert_eq!(
         k.ok(&["get", "gadget", "g1", "-o", "jsonpath={.spec.color}"])
             .await,
