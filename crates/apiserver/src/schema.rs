@@ -268,11 +268,14 @@ pub fn walk(v: &mut Value, schema: &Value, free_form: bool, path: &str, out: &mu
                     walk(child, s, free_form, &child_path, out);
                 } else if let Some(s) = additional.filter(|a| a.is_object()) {
                     walk(child, s, free_form, &child_path, out);
-                } else if additional == Some(&Value::Bool(true)) || preserve {
-                } else if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 } else {
-                    unknown.push(k.clone());
-                    out.unknown.push(child_path);
+                    let allowed = additional == Some(&Value::Bool(true))
+                        || preserve
+                        || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+                    if !allowed {
+                        unknown.push(k.clone());
+                        out.unknown.push(child_path);
+                    }
                 }
             }
             for k in unknown {

@@ -551,6 +551,17 @@ mod tests {
         d
     }
 
+    /// The log segments of a data directory, oldest first.
+    fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        all.sort();
+        all
+    }
+
     #[test]
     fn a_durable_store_recovers_objects_versions_and_history() {
         let dir = temp_dir("recover");
@@ -637,12 +648,7 @@ mod tests {
             s.create(&key("a", "1"), cm("1")).unwrap();
             s.create(&key("a", "2"), cm("2")).unwrap();
         }
-        let log = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .max()
-            .unwrap();
+        let log = segments(&dir).pop().unwrap();
         let len = std::fs::metadata(&log).unwrap().len();
         // A crash in the middle of the second record.
         std::fs::OpenOptions::new()
@@ -658,12 +664,7 @@ mod tests {
         assert_eq!(resource_version(&v), Some(2));
         drop(s);
         // Garbage appended after good records is dropped too.
-        let log = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .max()
-            .unwrap();
+        let log = segments(&dir).pop().unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&log)
@@ -687,12 +688,7 @@ mod tests {
             let s = MemoryStore::open(&dir, 100, 1000).unwrap();
             s.create(&key("a", "2"), cm("2")).unwrap();
         }
-        let first = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .min()
-            .unwrap();
+        let first = segments(&dir).remove(0);
         let mut bytes = std::fs::read(&first).unwrap();
         let n = bytes.len();
         bytes[n - 3] ^= 0xff;

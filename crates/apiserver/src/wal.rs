@@ -42,7 +42,7 @@ pub struct Wal {
 #[derive(Default)]
 pub struct Recovered {
     pub version: u64,
-    pub objects: BTreeMap<ObjectKey, Arc<Value>>,
+    pub objects: Objects,
     /// The replayed writes after the snapshot, oldest first: the watch
     /// history a resuming watcher needs.
     pub events: Vec<Event>,
@@ -174,8 +174,11 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// Objects by key, as the store holds them.
+type Objects = BTreeMap<ObjectKey, Arc<Value>>;
+
 /// Loads a snapshot; `None` when it is incomplete or damaged.
-fn load_snapshot(path: &Path) -> io::Result<Option<(u64, BTreeMap<ObjectKey, Arc<Value>>)>> {
+fn load_snapshot(path: &Path) -> io::Result<Option<(u64, Objects)>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let (frames, bad) = read_frames(&bytes);
