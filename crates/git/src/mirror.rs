@@ -476,6 +476,17 @@ fn callbacks<'a>(
     cb
 }
 
+/// Does `message` carry the HTTP status `code` as a number of its own
+/// (not as digits of a path or a process id, as in `/tmp/x-24017`)?
+fn has_status(message: &str, code: &str) -> bool {
+    message.match_indices(code).any(|(i, _)| {
+        let before = message[..i].chars().next_back();
+        let after = message[i + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '/')
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '/')
+    })
+}
+
 fn classify(
     source: &Source,
     e: &git2::Error,
@@ -491,8 +502,8 @@ fn classify(
         || e.code() == git2::ErrorCode::Auth
         || e.code() == git2::ErrorCode::Certificate
         || lower.contains("authentication")
-        || lower.contains("401")
-        || lower.contains("403")
+        || has_status(&lower, "401")
+        || has_status(&lower, "403")
     {
         return GitError::Auth { url, message };
     }
@@ -566,4 +577,23 @@ fn fetch_blocking(
     remote
         .fetch(refspecs, Some(&mut opts), None)
         .map_err(|e| classify(source, &e, rejected.get(), host_key.get(), deadline))
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::has_status;
+
+    #[test]
+    fn http_status_codes_are_found_as_numbers_only() {
+        assert!(has_status("unexpected http status code: 401", "401"));
+        assert!(has_status(
+            "request failed with status 403 (forbidden)",
+            "403"
+        ));
+        assert!(!has_status(
+            "failed to resolve path '/tmp/flotilla-git-rev-24017-3/nowhere'",
+            "401"
+        ));
+        assert!(!has_status("object 4013abc not found", "401"));
+    }
 }
