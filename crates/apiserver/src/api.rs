@@ -952,9 +952,16 @@ impl Api {
                 // Apply creates what does not exist.
                 let mut object = applied.clone();
                 object["metadata"]["name"] = json!(name);
-                let mut object = self.prepare_create(rt, namespace, object)?;
-                object = fields::apply(None, &object, &writer, opts.force)
+                let prepared = self.prepare_create(rt, namespace, object)?;
+                let mut object = fields::apply(None, &prepared, &writer, opts.force)
                     .map_err(|c| conflict_error(rt, name, &c))?;
+                // The status the server sets at creation (a CRD's
+                // Established, a Namespace's phase) is not the applier's.
+                if let Some(status) = prepared.get("status")
+                    && object.get("status").is_none()
+                {
+                    object["status"] = status.clone();
+                }
                 match self.store_create(rt, namespace, object, opts.dry_run) {
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     other => return other,

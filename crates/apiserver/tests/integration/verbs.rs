@@ -871,3 +871,45 @@ async fn tables_for_builtin_kinds() {
     );
     assert_eq!(t["rows"][0]["cells"][1], "Active");
 }
+
+#[tokio::test]
+async fn apply_creating_keeps_what_the_server_sets_at_creation() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let (_s, client) = setup().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = namespaces
+        .patch(
+            "applied",
+            &PatchParams::apply("me"),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "applied"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    });
+    let created = crds
+        .patch(
+            "widgets.example.com",
+            &PatchParams::apply("me"),
+            &Patch::Apply(crd),
+        )
+        .await
+        .unwrap();
+    let conditions = created.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True"),
+        "{conditions:?}"
+    );
+}
