@@ -1,6 +1,6 @@
 //! Command-line surface: one subcommand per job.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -25,11 +25,28 @@ enum Command {
     Crds(crate::crds::CrdsArgs),
     /// Show which clusters get which bundle of a repository, without a cluster.
     Plan(crate::plan::PlanArgs),
+    /// Run the whole system on this machine: embedded management and
+    /// downstream API servers, the controllers and agents, and a demo
+    /// repository to commit to. No cluster needed.
+    Dev(Box<crate::dev::Args>),
+    /// Per cluster, what is deployed and whether it is healthy.
+    Status(crate::status_cmd::Args),
 }
 
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
+        Command::Dev(args) => crate::dev::run(
+            *args,
+            matches
+                .subcommand_matches("dev")
+                .expect("the dev subcommand"),
+        ),
+        Command::Status(args) => crate::status_cmd::run(args),
         Command::Controller(args) => crate::controller::run(*args),
         Command::Agent(args) => crate::agent::run(*args),
         Command::Crds(args) => crate::crds::run(&args),
