@@ -10,7 +10,9 @@
 use flotilla::status::{Selection, fetch, render};
 use flotilla_api::{Bundle, BundleState, GitRepo, condition};
 use flotilla_e2e::{Fixture, deployment_yaml};
+use futures::StreamExt;
 use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -396,14 +398,21 @@ async fn a_controller_restart_mid_fan_out_converges_without_duplicates(mut f: Fi
         f.write_app(&format!("b{i:02}"), "1", false);
     }
     f.repo.commit("many bundles");
+    // Crash on the first BundleDeployment the watch reports.
+    let bds: Api<flotilla_api::BundleDeployment> = Api::all(f.client().clone());
+    let selector = format!("{}={}", flotilla_api::keys::BUNDLE_NAMESPACE, f.workspace);
+    let mut first = watcher(bds, watcher::Config::default().labels(&selector))
+        .applied_objects()
+        .boxed();
     f.create_gitrepo("many", json!([])).await;
-    let at_crash = f
-        .eventually("the fan-out under way", || async {
-            let n = f.all_deployments().await.len();
-            (n > 0).then_some(n)
-        })
-        .await;
+    tokio::time::timeout(f.patience, first.next())
+        .await
+        .expect("the fan-out starts")
+        .expect("a watch event")
+        .expect("a BundleDeployment");
     f.stack.crash_controller();
+    drop(first);
+    let at_crash = f.all_deployments().await.len();
     let total = BUNDLES * ALL.len();
     assert!(
         at_crash < total,
