@@ -67,6 +67,7 @@ pub struct Endpoint {
 }
 
 struct Served {
+    port: u16,
     _server: Server,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -113,6 +114,7 @@ impl Endpoint {
             kubeconfig: kubeconfig_path.to_owned(),
             url: format!("http://{addr}"),
             served: Some(Served {
+                port: addr.port(),
                 _server: server,
                 stop,
                 task,
@@ -135,9 +137,9 @@ impl Endpoint {
         })
     }
 
+    /// The port of an embedded server.
     pub fn port(&self) -> Option<u16> {
-        self.served.as_ref()?;
-        self.url.rsplit(':').next()?.parse().ok()
+        self.served.as_ref().map(|s| s.port)
     }
 
     /// The kubeconfig as one self-contained document (what a Secret
