@@ -258,18 +258,7 @@ impl Fixture {
 
     /// This scenario's live BundleDeployments by (cluster, bundle).
     pub async fn deployments(&self) -> BTreeMap<(String, String), BundleDeployment> {
-        self.all_deployments()
-            .await
-            .into_iter()
-            .filter(|bd| bd.metadata.deletion_timestamp.is_none())
-            .map(|bd| {
-                let l = bd.metadata.labels.clone().unwrap_or_default();
-                (
-                    (l[keys::CLUSTER_NAME].clone(), l[keys::BUNDLE_NAME].clone()),
-                    bd,
-                )
-            })
-            .collect()
+        by_pair(self.all_deployments().await)
     }
 
     /// Every BundleDeployment of this scenario, deleting ones included.
@@ -298,23 +287,21 @@ impl Fixture {
         let what = format!("BundleDeployments exactly {want:?}, all Ready");
         let deadline = tokio::time::Instant::now() + self.patience;
         loop {
-            let now = self.deployments().await;
+            // One list: the live ones and the deleting ones from one snapshot.
             let all = self.all_deployments().await;
-            let keys: Vec<(String, String)> = now.keys().cloned().collect();
+            let total = all.len();
+            let now = by_pair(all);
             let ready = now
                 .values()
                 .all(|bd| bd.state() == flotilla_api::BundleState::Ready);
-            if keys == want && ready && all.len() == want.len() {
+            if now.keys().eq(want.iter()) && ready && total == want.len() {
                 return now;
             }
-            let last = format!(
-                "{:?}",
-                now.iter()
-                    .map(|(k, bd)| (k.clone(), bd.state().as_str()))
-                    .collect::<Vec<_>>()
-            ) + &format!(" ({} including deleting)", all.len());
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last seen {last}");
+                let seen: Vec<_> = now.iter().map(|(k, bd)| (k, bd.state().as_str())).collect();
+                panic!(
+                    "timed out waiting for {what}; last seen {seen:?} ({total} including deleting)"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -391,6 +378,20 @@ impl Fixture {
         let Fixture { stack, .. } = self;
         let _ = stack.shutdown().await;
     }
+}
+
+/// The live (not deleting) BundleDeployments by (cluster, bundle).
+fn by_pair(all: Vec<BundleDeployment>) -> BTreeMap<(String, String), BundleDeployment> {
+    all.into_iter()
+        .filter(|bd| bd.metadata.deletion_timestamp.is_none())
+        .map(|bd| {
+            let l = bd.metadata.labels.clone().unwrap_or_default();
+            (
+                (l[keys::CLUSTER_NAME].clone(), l[keys::BUNDLE_NAME].clone()),
+                bd,
+            )
+        })
+        .collect()
 }
 
 /// A Deployment; `ready: false` never becomes ready (the simulation skips

@@ -173,7 +173,7 @@ async fn dev(args: Args, state_dir: PathBuf, durable: bool) -> anyhow::Result<()
     );
     println!(
         "workload readiness on the embedded clusters is simulated ({} per rollout)",
-        humantime(args.rollout_time)
+        seconds(args.rollout_time)
     );
     print_next_steps(&kubeconfigs, &repo_dir);
 
@@ -201,7 +201,7 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn humantime(d: Duration) -> String {
+fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 

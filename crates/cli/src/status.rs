@@ -127,7 +127,10 @@ pub async fn fetch(client: &kube::Client, sel: &Selection) -> anyhow::Result<Rep
     let mut labels = Vec::new();
     let mut gitrepo = None;
     if let Some(name) = &sel.gitrepo {
-        let ns = sel.namespace.as_deref().unwrap_or("fleet-default");
+        let ns = sel
+            .namespace
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("gitrepo {name}: name its namespace"))?;
         let repos: Api<GitRepo> = Api::namespaced(client.clone(), ns);
         let repo = repos
             .get_opt(name)
