@@ -75,6 +75,7 @@ def controller_chart():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     env = env_of(c)
     check(env.get("FLOTILLA_LEADER_ELECT") == "true", "flotilla: leader election on")
+    check(env.get("FLOTILLA_ALLOW_FILE_REPOS") == "false", "flotilla: local repositories off by default")
     mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
     check({"/tmp", "/var/cache/flotilla"} <= mounts, f"flotilla: writable /tmp and git cache ({mounts})")
     check(c["image"].endswith(":0.1.0"), f"flotilla: image tag defaults to appVersion ({c['image']})")
@@ -102,6 +103,8 @@ def controller_chart():
         "FLOTILLA_GC_SWEEP_INTERVAL": "30m", "FLOTILLA_LEASE_DURATION": "30s",
         "FLOTILLA_LEASE_RENEW_DEADLINE": "20s", "FLOTILLA_LEASE_RETRY_PERIOD": "5s",
         "FLOTILLA_GIT_TIMEOUT": "2m", "FLOTILLA_LOG": "flotilla_controller=debug",
+        "FLOTILLA_GIT_CONNECTIONS": "128", "FLOTILLA_COMPILE_TIMEOUT": "2m",
+        "FLOTILLA_ALLOW_FILE_REPOS": "true",
     }
     for k, v in want.items():
         check(env.get(k) == v, f"flotilla: {k}={env.get(k)!r}, want {v!r}")

@@ -90,6 +90,7 @@ async fn main() {
                 leader_elect: false,
                 http_addr: "127.0.0.1:0".parse().unwrap(),
                 git_dir: dir.path().join("git"),
+                allow_file_repos: true,
                 ..ControllerArgs::default()
             },
             simulate: Some(Duration::ZERO),

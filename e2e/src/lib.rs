@@ -81,6 +81,8 @@ fn controller_args(dir: &TempDir) -> ControllerArgs {
         leader_elect: false,
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         git_dir: dir.path().join("git-mirrors"),
+        // The scenarios' repositories are local.
+        allow_file_repos: true,
         ..ControllerArgs::default()
     }
 }

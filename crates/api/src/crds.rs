@@ -123,7 +123,8 @@ mod tests {
                 columns(kind)
             )
         };
-        has("GitRepo", ".spec.repo");
+        // Redacted: spec.repo may carry a password.
+        has("GitRepo", ".status.display.repo");
         has("GitRepo", ".status.commit");
         has("GitRepo", ".status.display.readyClusters");
         has("GitRepo", ".status.display.state");

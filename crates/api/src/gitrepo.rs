@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     category = "flotilla",
     doc = "A Git repository watched by Flotilla; each path in it becomes a Bundle.",
     crates(kube_core = "::kube_core"),
-    printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.repo"}"#,
+    printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".status.display.repo"}"#,
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.commit"}"#,
     printcolumn = r#"{"name":"Clusters-Ready","type":"string","jsonPath":".status.display.readyClusters"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.display.state"}"#,
@@ -113,6 +113,10 @@ pub struct GitRepoStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitRepoDisplay {
+    /// The repository URL as it may be shown: no userinfo, no query
+    /// credentials (the REPO column; `spec.repo` may hold a password).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub repo: String,
     /// "ready/desired" clusters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ready_clusters: String,

@@ -855,13 +855,32 @@ impl Api {
                 PatchType::Json => {
                     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &ops).map_err(|e| {
-                        ApiError::invalid(
-                            &rt.kind,
-                            name,
-                            &[("", format!("the JSON patch could not be applied: {e}"))],
-                        )
-                    })?;
+                    if ops.0.len() > crate::limits::MAX_JSON_PATCH_OPERATIONS {
+                        return Err(ApiError::new(
+                            413,
+                            "RequestEntityTooLarge",
+                            format!(
+                                "Request entity too large: The allowed maximum operations in a JSON patch is {}, got {}",
+                                crate::limits::MAX_JSON_PATCH_OPERATIONS,
+                                ops.0.len()
+                            ),
+                        ));
+                    }
+                    // One operation at a time, each result bounded in
+                    // depth: repeated adds cannot build a value so deep
+                    // that cloning or dropping it overflows the stack.
+                    for op in ops.0 {
+                        json_patch::patch(&mut patched, &[op]).map_err(|e| {
+                            ApiError::invalid(
+                                &rt.kind,
+                                name,
+                                &[("", format!("the JSON patch could not be applied: {e}"))],
+                            )
+                        })?;
+                        if crate::limits::exceeds_depth(&patched, crate::limits::MAX_OBJECT_DEPTH) {
+                            return Err(crate::limits::too_deep());
+                        }
+                    }
                 }
                 PatchType::Strategic => crate::smp::apply(&mut patched, &patch).map_err(|e| {
                     ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
@@ -1303,6 +1322,9 @@ fn same_but_version(old: &Value, new: &Value) -> bool {
 /// Checks that a body is an object of this kind, filling in apiVersion
 /// and kind when missing.
 pub fn check_body(rt: &ResourceType, mut body: Value) -> ApiResult<Value> {
+    if crate::limits::exceeds_depth(&body, crate::limits::MAX_OBJECT_DEPTH) {
+        return Err(crate::limits::too_deep());
+    }
     let Some(map) = body.as_object_mut() else {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",

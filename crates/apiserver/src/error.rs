@@ -106,6 +106,7 @@ impl ApiError {
             StoreError::Conflict => ApiError::conflict(group, resource, name, &err.to_string()),
             StoreError::Gone { .. } => ApiError::gone(err.to_string()),
             StoreError::Unavailable(_) => ApiError::internal(err.to_string()),
+            StoreError::TooLarge { .. } => crate::limits::object_too_large(),
         }
     }
 

@@ -31,6 +31,14 @@ pub struct HttpConfig {
     pub max_watch: Duration,
     /// Request bodies above this size are refused.
     pub max_body_bytes: usize,
+    /// Watches open at once; one more gets 429.
+    pub max_watches: usize,
+    /// Encoded events a watcher may have waiting for its client, in bytes
+    /// (one event always fits).
+    pub watch_buffer_bytes: usize,
+    /// How long a watcher whose buffer is full may keep the server waiting
+    /// before it is closed (its client resumes from its last version).
+    pub slow_watcher_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -39,7 +47,10 @@ impl Default for HttpConfig {
             token: None,
             bookmark_interval: Duration::from_secs(10),
             max_watch: Duration::from_secs(1800),
-            max_body_bytes: 3 * 1024 * 1024,
+            max_body_bytes: crate::limits::MAX_REQUEST_BODY_BYTES,
+            max_watches: 10_000,
+            watch_buffer_bytes: 1 << 20,
+            slow_watcher_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -47,13 +58,73 @@ impl Default for HttpConfig {
 pub struct Shared {
     pub api: Arc<Api>,
     pub config: HttpConfig,
+    /// Watches open now.
+    pub watches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One watch's way to its client: a bounded channel whose items also hold
+/// a share of the watcher's byte budget, released once the client's
+/// connection took them. A watcher whose client stops reading is closed
+/// after `slow` rather than buffering without end (kube-apiserver's cacher
+/// closes unresponsive watchers the same way).
+struct WatchOut {
+    tx: mpsc::Sender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    budget: Arc<tokio::sync::Semaphore>,
+    max_permits: u32,
+    slow: Duration,
+    resource: String,
+}
+
+/// Why a watch stopped sending.
+enum Stop {
+    Closed,
+    Slow,
+}
+
+impl WatchOut {
+    async fn send(&self, bytes: Bytes) -> Result<(), Stop> {
+        let want = u32::try_from(bytes.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_permits);
+        let wait = async {
+            let permit = Arc::clone(&self.budget)
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| Stop::Closed)?;
+            self.tx
+                .send((bytes, permit))
+                .await
+                .map_err(|_| Stop::Closed)
+        };
+        match tokio::time::timeout(self.slow, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::info!(resource = %self.resource, "forcing a watcher closed: its client stopped reading");
+                Err(Stop::Slow)
+            }
+        }
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// Counts one open watch until dropped.
+struct WatchSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
-    let limit = shared.config.max_body_bytes;
+    // The body is read by `dispatch`, under the limit, so that a body over
+    // it gets a Kubernetes Status rather than axum's plain text.
     axum::Router::new()
         .fallback(dispatch)
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared)
 }
 
@@ -79,7 +150,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let path = uri.path().to_owned();
     if let Some(token) = &shared.config.token
@@ -89,10 +160,22 @@ async fn dispatch(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|g| token_matches(g, token)) {
             return error_response(&ApiError::unauthorized());
         }
     }
+    let limit = shared.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error_response(&body_too_large(limit));
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&body_too_large(limit)),
+    };
     let query: HashMap<String, String> = uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -476,6 +559,21 @@ fn with_warnings(mut resp: Response, opts: &WriteOptions) -> Response {
     resp
 }
 
+/// A bearer token compared in constant time, so that the time an answer
+/// takes says nothing about how much of a guess was right.
+fn token_matches(given: &str, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!("Request entity too large: limit is {limit}"),
+    )
+}
+
 fn not_served(path: &str) -> ApiError {
     ApiError::new(
         404,
@@ -630,9 +728,31 @@ fn watch(
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
         ),
     };
+    let open = shared
+        .watches
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let slot = WatchSlot(Arc::clone(&shared.watches));
+    if open >= shared.config.max_watches {
+        return Err(ApiError::new(
+            429,
+            "TooManyRequests",
+            format!(
+                "too many open watches (the server allows {}); retry later",
+                shared.config.max_watches
+            ),
+        ));
+    }
     let rt = rt.clone();
     let interval = shared.config.bookmark_interval;
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel(64);
+    let max_permits = u32::try_from(shared.config.watch_buffer_bytes.max(1)).unwrap_or(u32::MAX);
+    let tx = WatchOut {
+        tx,
+        budget: Arc::new(tokio::sync::Semaphore::new(max_permits as usize)),
+        max_permits,
+        slow: shared.config.slow_watcher_timeout,
+        resource: rt.plural.clone(),
+    };
     // Start state: synthetic ADDED events for the current objects (no
     // version given), or the events after the given version.
     let (initial, start) = match from {
@@ -644,6 +764,7 @@ fn watch(
     };
     let watch = api.store.watch(start);
     tokio::spawn(async move {
+        let _slot = slot;
         let encode = |kind: &str, object: &Value| -> Bytes {
             let object = match table_include {
                 Some(include) => table(
@@ -765,10 +886,11 @@ fn watch(
             }
         }
     });
+    // The budget share is released once the connection took the bytes.
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+            .map(|(b, _permit)| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     Ok(Response::builder()
         .status(200)
@@ -777,7 +899,7 @@ fn watch(
         .expect("a valid response"))
 }
 
-async fn send_expired(tx: &mpsc::Sender<Bytes>) {
+async fn send_expired(tx: &WatchOut) {
     let status =
         ApiError::gone("the watch fell behind the event stream; relist and watch again").status();
     let mut line =

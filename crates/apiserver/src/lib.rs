@@ -17,6 +17,7 @@ pub mod fields;
 pub mod gc;
 pub mod http;
 pub mod jsonpath;
+pub mod limits;
 pub mod meta;
 pub mod openapi;
 pub mod protobuf;

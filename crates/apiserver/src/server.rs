@@ -21,6 +21,8 @@ pub struct Server {
     api: Arc<Api>,
     config: HttpConfig,
     gc: tokio::task::JoinHandle<()>,
+    /// Open watches, over every router of this server.
+    watches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Server {
@@ -55,7 +57,12 @@ impl Server {
     pub fn with_store(store: Arc<dyn Store>, config: HttpConfig) -> Self {
         let api = Api::new(store);
         let gc = crate::gc::spawn(api.clone());
-        Server { api, config, gc }
+        Server {
+            api,
+            config,
+            gc,
+            watches: Default::default(),
+        }
     }
 
     pub fn api(&self) -> &Arc<Api> {
@@ -68,6 +75,7 @@ impl Server {
         router(Arc::new(Shared {
             api: self.api.clone(),
             config: self.config.clone(),
+            watches: Arc::clone(&self.watches),
         }))
     }
 
@@ -88,11 +96,12 @@ pub fn needs_token(addr: &SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
-/// A fresh random bearer token (256 bits, hex).
+/// A fresh bearer token: 256 bits from the operating system's random
+/// source, hex.
 pub fn new_token() -> String {
-    (0..4)
-        .map(|_| format!("{:016x}", crate::meta::random_u64()))
-        .collect()
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A kubeconfig for kubectl pointing at `addr`, with the token if any.

@@ -88,6 +88,9 @@ pub enum StoreError {
     /// The write could not be made durable; nothing changed.
     #[error("storage error: {0}")]
     Unavailable(String),
+    /// The object is larger than one stored object may be (etcd's limit).
+    #[error("etcdserver: request is too large ({size} bytes, limit {limit})")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// A watch: the events after the requested version, then live ones.
@@ -212,6 +215,16 @@ impl MemoryStore {
     ) -> Result<Arc<Value>, StoreError> {
         let version = inner.version + 1;
         set_resource_version(&mut object, version);
+        if kind != EventType::Deleted {
+            // What etcd would be asked to store.
+            let size = serde_json::to_vec(&object).map_or(usize::MAX, |b| b.len());
+            if size > crate::limits::MAX_OBJECT_BYTES {
+                return Err(StoreError::TooLarge {
+                    size,
+                    limit: crate::limits::MAX_OBJECT_BYTES,
+                });
+            }
+        }
         if let Some(wal) = inner.wal.as_mut() {
             wal.append(version, kind, key, &object).map_err(|e| {
                 tracing::error!(error = %e, "could not log a write");
@@ -605,6 +618,63 @@ mod tests {
         let next = s.create(&key("a", "3"), cm("3")).unwrap();
         assert_eq!(resource_version(&next), Some(5));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A value the reader refuses (here, nested past serde_json's limit,
+    /// as a store written before depth was bounded could hold) no longer
+    /// bricks the store: it is quarantined, said so, and everything else
+    /// loads, from the log and from a snapshot alike.
+    #[test]
+    fn an_unreadable_record_is_quarantined_and_the_store_opens() {
+        let deep = |levels: usize| {
+            let mut v = json!("x");
+            for _ in 0..levels {
+                v = json!({ "a": v });
+            }
+            json!({"metadata": {"name": "deep"}, "data": v})
+        };
+        for snapshot_every in [1000, 2] {
+            let dir = temp_dir("quarantine");
+            {
+                let s = MemoryStore::open(&dir, 100, snapshot_every).unwrap();
+                s.create(&key("a", "before"), cm("1")).unwrap();
+                s.create(&key("a", "deep"), deep(200)).unwrap();
+                s.create(&key("a", "after"), cm("2")).unwrap();
+                s.create(&key("a", "last"), cm("3")).unwrap();
+                for _ in 0..200 {
+                    if !s.snapshotting.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            let s = MemoryStore::open(&dir, 100, 1000).expect("the store opens");
+            for name in ["before", "after", "last"] {
+                assert!(
+                    s.get(&key("a", name)).is_some(),
+                    "{name} ({snapshot_every})"
+                );
+            }
+            assert!(s.get(&key("a", "deep")).is_none());
+            let quarantined: Vec<_> = std::fs::read_dir(dir.join("quarantine"))
+                .expect("a quarantine directory")
+                .collect();
+            assert!(!quarantined.is_empty(), "{snapshot_every}");
+            // Writes go on after it.
+            s.create(&key("a", "new"), cm("4")).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn objects_over_the_etcd_limit_are_refused() {
+        let s = MemoryStore::default();
+        let big = json!({"metadata": {"name": "big"}, "data": {"x": "y".repeat(crate::limits::MAX_OBJECT_BYTES)}});
+        assert!(matches!(
+            s.create(&key("a", "big"), big),
+            Err(StoreError::TooLarge { .. })
+        ));
+        assert!(s.is_empty());
     }
 
     #[test]

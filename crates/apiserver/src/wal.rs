@@ -177,25 +177,55 @@ fn invalid(msg: String) -> io::Error {
 /// Objects by key, as the store holds them.
 type Objects = BTreeMap<ObjectKey, Arc<Value>>;
 
-/// Loads a snapshot; `None` when it is incomplete or damaged.
-fn load_snapshot(path: &Path) -> io::Result<Option<(u64, Objects)>> {
+/// Keeps a record that frames well but cannot be read (a value the reader
+/// refuses) in `quarantine/`, so recovery can go on without it and an
+/// operator can look at it. Returns where it went.
+fn quarantine(dir: &Path, label: &str, payload: &[u8]) -> io::Result<PathBuf> {
+    let qdir = dir.join("quarantine");
+    std::fs::create_dir_all(&qdir)?;
+    let path = qdir.join(format!("{label}.record"));
+    std::fs::write(&path, payload)?;
+    Ok(path)
+}
+
+/// Loads a snapshot; `None` when it is incomplete or damaged. An object
+/// record that cannot be read is quarantined and left out, with a warning,
+/// rather than losing the whole snapshot (the log it covers is gone).
+fn load_snapshot(path: &Path, warnings: &mut Vec<String>) -> io::Result<Option<(u64, Objects)>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let (frames, bad) = read_frames(&bytes);
     if bad.is_some() {
         return Ok(None);
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut objects = BTreeMap::new();
     let mut version = None;
     let mut complete = false;
-    for f in frames {
-        let Ok(v) = serde_json::from_slice::<Value>(f) else {
-            return Ok(None);
+    let mut quarantined = 0u64;
+    for (n, f) in frames.into_iter().enumerate() {
+        let v = match serde_json::from_slice::<Value>(f) {
+            Ok(v) => v,
+            Err(e) if version.is_some() => {
+                let q = quarantine(dir, &format!("{stem}-{n}"), f)?;
+                warnings.push(format!(
+                    "{}: object record {n} is unreadable ({e}); quarantined to {} and left out",
+                    path.display(),
+                    q.display()
+                ));
+                quarantined += 1;
+                continue;
+            }
+            Err(_) => return Ok(None),
         };
         if let Some(rv) = v.get("snapshot").and_then(Value::as_u64) {
             version = Some(rv);
         } else if let Some(count) = v.get("end").and_then(Value::as_u64) {
-            complete = count == objects.len() as u64;
+            complete = count == objects.len() as u64 + quarantined;
         } else {
             let (Some(key), Some(obj)) = (v.get("key").and_then(key_from), v.get("object")) else {
                 return Ok(None);
@@ -262,7 +292,7 @@ impl Wal {
             }
         }
         for (v, path) in numbered(dir, "snapshot-", ".snap")?.into_iter().rev() {
-            match load_snapshot(&path)? {
+            match load_snapshot(&path, &mut rec.warnings)? {
                 Some((version, objects)) => {
                     rec.version = version;
                     rec.objects = objects;
@@ -291,7 +321,22 @@ impl Wal {
                         let offset: usize = frames[..n].iter().map(|f| f.len() + 8).sum::<usize>();
                         good_end = Some(offset);
                     }
-                    Err(e) => return Err(invalid(format!("{}: {e}", path.display()))),
+                    Err(e) => {
+                        // Its checksum is right, so the bytes are what was
+                        // written; the reader refuses the value. Keep it
+                        // aside and go on: one bad value must not make
+                        // every other object unreachable.
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let q = quarantine(dir, &format!("{stem}-{n}"), f)?;
+                        rec.warnings.push(format!(
+                            "{}: record {n}: {e}; quarantined to {} and skipped (the object keeps its previous state)",
+                            path.display(),
+                            q.display()
+                        ));
+                    }
                 }
             }
             if let Some(offset) = good_end {

@@ -62,6 +62,7 @@ fn main() {
         paths: &paths,
         targets: &targets,
         limits: Limits::default(),
+        deadline: None,
     };
     let mut tree = repo();
     let files = tree.paths().count();
@@ -77,7 +78,7 @@ fn main() {
 
     // One file changes: only its bundle's content id may change.
     tree.insert_file("apps/team-7/app-042.yaml", manifest(7, 42, 1));
-    let ignore = FleetIgnore::from_tree(&tree);
+    let ignore = FleetIgnore::from_tree(&tree).expect("the ignore files read");
     let mut one = Vec::new();
     let mut changed = None;
     for _ in 0..runs {

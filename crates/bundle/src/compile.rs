@@ -11,28 +11,41 @@
 use crate::content::BundleContent;
 use crate::error::{BundleError, Result};
 use crate::fleetyaml::{self, FleetYaml};
-use crate::ignore::{self, FleetIgnore, glob_match};
+use crate::ignore::{self, FleetIgnore, Glob};
 use crate::name::bundle_name;
 use crate::tree::{RepoTree, parent, safe_path};
 use crate::yaml::parse_documents;
 use flotilla_api::{BundleSpec, BundleTarget, GitTarget, keys};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Size limits; etcd refuses large objects, so refuse them here first.
+/// Size limits. The API server and etcd refuse large objects, so what
+/// they would refuse is refused here first, naming the bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_manifest_bytes: usize,
+    /// The bundle's files, uncompressed.
     pub max_bundle_bytes: usize,
+    /// One stored object (the Content, the Bundle), as the API server
+    /// stores it: etcd's default request limit.
+    pub max_object_bytes: usize,
 }
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const ETCD_MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_manifest_bytes: 1 << 20,
             max_bundle_bytes: 16 << 20,
+            max_object_bytes: ETCD_MAX_OBJECT_BYTES,
         }
     }
 }
+
+/// What an object carries beyond its payload once stored (metadata, uid,
+/// timestamps, managedFields).
+pub const OBJECT_OVERHEAD_BYTES: usize = 2048;
 
 #[derive(Clone, Debug)]
 pub struct CompileInput<'a> {
@@ -43,6 +56,36 @@ pub struct CompileInput<'a> {
     /// The targets bundles get unless their `fleet.yaml` overrides them.
     pub targets: &'a [GitTarget],
     pub limits: Limits,
+    /// When the compile must give up; checked between files.
+    pub deadline: Option<Deadline>,
+}
+
+/// A point in time a compile must finish by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: std::time::Instant,
+    /// The budget it was given, for the message.
+    pub seconds: u64,
+}
+
+impl Deadline {
+    pub fn after(budget: std::time::Duration) -> Self {
+        Deadline {
+            at: std::time::Instant::now() + budget,
+            seconds: budget.as_secs().max(1),
+        }
+    }
+}
+
+impl CompileInput<'_> {
+    fn check_deadline(&self) -> Result<()> {
+        match self.deadline {
+            Some(d) if std::time::Instant::now() >= d.at => {
+                Err(BundleError::TimedOut { seconds: d.seconds })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +110,10 @@ pub struct CompiledBundle {
 /// Compiles every bundle of the tree. One broken bundle fails the whole
 /// compile, so a commit is deployed entirely or not at all.
 pub fn compile_repo(tree: &RepoTree, input: &CompileInput<'_>) -> Result<Vec<CompiledBundle>> {
-    let ignore = FleetIgnore::from_tree(tree);
+    let ignore = FleetIgnore::from_tree(tree)?;
     let mut bundles = Vec::new();
     for unit in plan_dirs(tree, input.paths, &ignore)? {
+        input.check_deadline()?;
         let nested: Vec<&str> = unit.nested.iter().map(String::as_str).collect();
         if let Some(bundle) = compile_dir(tree, &unit.dir, &nested, &ignore, input)? {
             bundles.push(bundle);
@@ -140,8 +184,11 @@ pub fn discover(tree: &RepoTree, paths: &[String], ignore: &FleetIgnore) -> Resu
     for path in paths {
         let normalized = safe_path("", path.trim_start_matches('/'), "path")?;
         if normalized.contains(['*', '?', '[']) {
-            let matched: Vec<&String> =
-                dirs.iter().filter(|d| glob_match(&normalized, d)).collect();
+            let glob = Glob::new(&normalized).map_err(|message| BundleError::InvalidPath {
+                path: path.clone(),
+                message,
+            })?;
+            let matched: Vec<&String> = dirs.iter().filter(|d| glob.is_match(d)).collect();
             if matched.is_empty() {
                 return Err(BundleError::InvalidPath {
                     path: path.clone(),
@@ -216,18 +263,33 @@ pub fn compile_dir(
     let mut warnings = Vec::new();
     let has_fleet_yaml = !ignore.is_ignored(&fleet_path, false) && tree.contains(&fleet_path);
     let fleet: FleetYaml = if has_fleet_yaml {
-        let bytes = tree.read(&fleet_path)?.unwrap_or_default();
-        let parsed = fleetyaml::parse(&fleet_path, &String::from_utf8_lossy(bytes))?;
+        let bytes = tree
+            .read_limited(&fleet_path, input.limits.max_manifest_bytes)?
+            .unwrap_or_default();
+        let text = std::str::from_utf8(&bytes).map_err(|_| BundleError::InvalidYaml {
+            file: fleet_path.clone(),
+            line: 1,
+            format: "YAML",
+            message: "the file is not UTF-8 text".into(),
+        })?;
+        let parsed = fleetyaml::parse(&fleet_path, text)?;
         warnings.extend(parsed.warnings);
         parsed.fleet
     } else {
         FleetYaml::default()
     };
+    check_fleet_options(&fleet, &fleet_path)?;
 
     let kind = crate::render::detect_kind(&fleet.options, |f| tree.contains(&join(dir, f)));
 
+    let name = match &fleet.name {
+        Some(n) => n.clone(),
+        None => bundle_name(input.repo_name, dir),
+    };
     let mut content = BundleContent::default();
+    let mut total: u64 = 0;
     for (path, _) in tree.entries_under(dir) {
+        input.check_deadline()?;
         if nested.iter().any(|n| is_under(path, n)) || ignore.is_ignored(path, false) {
             continue;
         }
@@ -243,27 +305,34 @@ pub fn compile_dir(
         if kind == BundleKind::Raw && !is_manifest_file(rel) {
             continue;
         }
-        let Some(bytes) = tree.read(path)? else {
-            warnings.push(format!("{path}: dangling symlink skipped"));
-            continue;
-        };
-        if bytes.len() > input.limits.max_manifest_bytes {
+        // Sizes are checked before anything is read: the file's, then the
+        // bundle's so far.
+        let size = tree.size(path)?.unwrap_or(0);
+        if size > input.limits.max_manifest_bytes as u64 {
             return Err(BundleError::ManifestTooLarge {
                 path: path.to_owned(),
-                size: bytes.len(),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
                 limit: input.limits.max_manifest_bytes,
             });
         }
-        if kind == BundleKind::Raw {
-            check_manifests(path, bytes, &mut warnings)?;
+        total += size;
+        if total > input.limits.max_bundle_bytes as u64 {
+            return Err(BundleError::BundleTooLarge {
+                bundle: name,
+                size: usize::try_from(total).unwrap_or(usize::MAX),
+                limit: input.limits.max_bundle_bytes,
+            });
         }
-        content.files.insert(rel.to_owned(), bytes.to_vec());
+        let Some(bytes) = tree.read_limited(path, input.limits.max_manifest_bytes)? else {
+            warnings.push(format!("{path}: dangling symlink skipped"));
+            continue;
+        };
+        if kind == BundleKind::Raw {
+            check_manifests(path, &bytes, &mut warnings)?;
+        }
+        content.files.insert(rel.to_owned(), bytes.into_owned());
     }
 
-    let name = match &fleet.name {
-        Some(n) => n.clone(),
-        None => bundle_name(input.repo_name, dir),
-    };
     if content.files.is_empty() && !has_fleet_yaml && !nested.is_empty() {
         return Ok(None);
     }
@@ -275,6 +344,9 @@ pub fn compile_dir(
         });
     }
     check_references(&fleet, &content, &fleet_path, kind)?;
+    if kind == BundleKind::Kustomize {
+        crate::kustomize::check_confined(&content)?;
+    }
 
     let mut labels = fleet.labels.clone();
     labels.insert(keys::REPO_NAME.to_owned(), input.repo_name.to_owned());
@@ -294,6 +366,7 @@ pub fn compile_dir(
         target_customization_mode: fleet.target_customization_mode,
         depends_on: fleet.depends_on,
     };
+    check_stored_sizes(&name, &spec, &labels, &content, input.limits)?;
     Ok(Some(CompiledBundle {
         name,
         dir: dir.to_owned(),
@@ -303,6 +376,59 @@ pub fn compile_dir(
         content,
         warnings,
     }))
+}
+
+/// The options of `fleet.yaml` and of each target customization must be
+/// safe to hand to a subprocess (see [`crate::validate`]).
+fn check_fleet_options(fleet: &FleetYaml, fleet_path: &str) -> Result<()> {
+    let in_file = |e: BundleError| match e {
+        BundleError::InvalidOption { field, message } => BundleError::InvalidField {
+            file: fleet_path.to_owned(),
+            field,
+            message,
+        },
+        other => other,
+    };
+    crate::validate::check_options(&fleet.options, "").map_err(in_file)?;
+    for (i, c) in fleet.target_customizations.iter().enumerate() {
+        crate::validate::check_options(&c.options, &format!("targetCustomizations[{i}]."))
+            .map_err(in_file)?;
+    }
+    Ok(())
+}
+
+/// The Content and the Bundle must each fit in one stored object, as
+/// etcd stores them: the content gzipped and base64-encoded, the Bundle as
+/// JSON.
+fn check_stored_sizes(
+    name: &str,
+    spec: &BundleSpec,
+    labels: &BTreeMap<String, String>,
+    content: &BundleContent,
+    limits: Limits,
+) -> Result<()> {
+    let content_bytes = content.gzip().len().div_ceil(3) * 4 + OBJECT_OVERHEAD_BYTES;
+    if content_bytes > limits.max_object_bytes {
+        return Err(BundleError::ObjectTooLarge {
+            what: format!("bundle {name}"),
+            size: content_bytes,
+            limit: limits.max_object_bytes,
+            why: "of one stored object (its Content, gzipped and base64-encoded, as etcd would store it)".into(),
+        });
+    }
+    let bundle_bytes = serde_json::to_vec(spec).map_or(0, |v| v.len())
+        + serde_json::to_vec(labels).map_or(0, |v| v.len())
+        + OBJECT_OVERHEAD_BYTES;
+    if bundle_bytes > limits.max_object_bytes {
+        return Err(BundleError::ObjectTooLarge {
+            what: format!("bundle {name}"),
+            size: bundle_bytes,
+            limit: limits.max_object_bytes,
+            why: "of one stored object (the Bundle's spec: its targets, customizations and values)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 pub fn is_manifest_file(path: &str) -> bool {
@@ -323,6 +449,10 @@ fn check_manifests(path: &str, bytes: &[u8], warnings: &mut Vec<String>) -> Resu
         return Ok(());
     }
     for (i, doc) in parse_documents(path, text)?.iter().enumerate() {
+        crate::limits::check_object(doc).map_err(|message| BundleError::InvalidManifest {
+            file: path.to_owned(),
+            message,
+        })?;
         if doc.get("apiVersion").and_then(|v| v.as_str()).is_none()
             || doc.get("kind").and_then(|v| v.as_str()).is_none()
         {

@@ -23,12 +23,31 @@ pub enum BundleError {
         limit: usize,
     },
 
-    #[error("{file}:{line}: invalid YAML: {message}")]
+    /// `format` is "YAML" or "JSON", after the file's extension.
+    #[error("{file}:{line}: invalid {format}: {message}")]
     InvalidYaml {
         file: String,
         line: usize,
+        format: &'static str,
         message: String,
     },
+
+    /// A Kubernetes object the API server would refuse for its size.
+    #[error("{what}: {size} bytes is over the {limit}-byte limit {why}")]
+    ObjectTooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+        why: String,
+    },
+
+    /// A deployment option that would reach a subprocess (helm, kustomize)
+    /// or a path, and is not safe there.
+    #[error("{field}: {message}")]
+    InvalidOption { field: String, message: String },
+
+    #[error("the compile did not finish within {seconds}s (a deadline bounds every compile)")]
+    TimedOut { seconds: u64 },
 
     #[error("{file}: field {field}: {message}")]
     InvalidField {
@@ -42,6 +61,9 @@ pub enum BundleError {
 
     #[error("{file}: {message}")]
     InvalidManifest { file: String, message: String },
+
+    #[error("{path}: cannot be read: {message}")]
+    Unreadable { path: String, message: String },
 
     #[error("{tool} failed: {message}")]
     Tool { tool: String, message: String },

@@ -12,22 +12,25 @@ pub mod content;
 pub mod error;
 pub mod fleetyaml;
 pub mod ignore;
+pub mod kustomize;
+pub mod limits;
 pub mod load;
 pub mod name;
 pub mod render;
 pub mod tools;
 pub mod tree;
+pub mod validate;
 pub mod yaml;
 
 pub use compile::{
-    BundleDir, BundleKind, CompileInput, CompiledBundle, Limits, check_unique_names, compile_repo,
-    plan_dirs,
+    BundleDir, BundleKind, CompileInput, CompiledBundle, Deadline, Limits, check_unique_names,
+    compile_repo, plan_dirs,
 };
 pub use content::{BundleContent, deployment_id};
 pub use error::{BundleError, Result};
 pub use render::{RenderInput, render};
 pub use tools::Tools;
-pub use tree::RepoTree;
+pub use tree::{BlobSource, RepoTree};
 
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,8 @@ pub fn detect_kind(
 }
 
 pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    // The options after customization: what reaches `helm` and `kubectl`.
+    crate::validate::check_options(input.options, "")?;
     let kind = detect_kind(input.options, |f| input.content.files.contains_key(f));
     let objects = match kind {
         BundleKind::Raw => render_raw(input.content, input.options)?,
@@ -178,6 +180,8 @@ fn apply_overlay(
 }
 
 fn render_kustomize(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    // Nothing outside the bundle, and nothing remote.
+    crate::kustomize::check_confined(input.content)?;
     let scratch = Scratch::write(input.content)?;
     let dir = input
         .options
@@ -191,56 +195,58 @@ fn render_kustomize(input: &RenderInput<'_>) -> Result<Vec<Value>> {
     let out = run(
         "kubectl kustomize",
         &input.tools.kubectl,
-        &["kustomize".into(), target.to_string_lossy().into_owned()],
+        &[
+            "kustomize".into(),
+            "--load-restrictor=LoadRestrictionsRootOnly".into(),
+            target.to_string_lossy().into_owned(),
+        ],
         input.tools.timeout,
     )?;
     parse_documents("(kustomize output)", &out)
 }
 
-fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
-    let helm_bin = input.tools.helm.as_ref().ok_or_else(|| BundleError::Tool {
-        tool: "helm template".into(),
-        message: "this bundle is a Helm chart, and no `helm` binary is on PATH".into(),
-    })?;
+/// The `helm template` command line: every value was checked by
+/// [`crate::validate::check_options`], flags take their values in the
+/// `--flag=value` form, and the release name and chart come after `--`,
+/// so none of them can be read as an option.
+fn helm_args(input: &RenderInput<'_>, scratch: &Scratch) -> Result<Vec<String>> {
     let helm = input.options.helm.clone().unwrap_or_default();
-    let scratch = Scratch::write(input.content)?;
-    let release = helm.release_name.clone().unwrap_or_else(|| {
+    let set = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
+    let release = set(&helm.release_name).unwrap_or_else(|| {
         input
             .bundle_name
             .chars()
-            .take(53)
+            .take(crate::validate::MAX_RELEASE_NAME)
             .collect::<String>()
             .trim_end_matches('-')
             .to_owned()
     });
-    let mut args = vec!["template".to_owned(), release];
-    match (&helm.repo, &helm.chart) {
+    let mut args = vec!["template".to_owned()];
+    let chart = match (set(&helm.repo), set(&helm.chart)) {
         (Some(repo), Some(chart)) => {
-            args.extend([chart.clone(), "--repo".into(), repo.clone()]);
+            args.push(format!("--repo={repo}"));
+            chart
         }
-        (None, Some(chart)) if chart.contains("://") => args.push(chart.clone()),
+        (None, Some(chart)) if chart.contains("://") => chart,
         (_, chart) => {
             let dir = crate::tree::safe_path("", chart.as_deref().unwrap_or("."), "helm.chart")?;
-            args.push(scratch.dir.join(dir).to_string_lossy().into_owned());
+            scratch.dir.join(dir).to_string_lossy().into_owned()
         }
+    };
+    if let Some(v) = set(&helm.version) {
+        args.push(format!("--version={v}"));
     }
-    if let Some(v) = &helm.version {
-        args.extend(["--version".into(), v.clone()]);
-    }
-    if let Some(ns) = input
-        .options
-        .namespace
-        .as_ref()
-        .or(input.options.default_namespace.as_ref())
+    if let Some(ns) =
+        set(&input.options.namespace).or_else(|| set(&input.options.default_namespace))
     {
-        args.extend(["--namespace".into(), ns.clone()]);
+        args.push(format!("--namespace={ns}"));
     }
     for f in &helm.values_files {
         let p = crate::tree::safe_path("", f, "helm.valuesFiles")?;
-        args.extend([
-            "--values".into(),
-            scratch.dir.join(p).to_string_lossy().into_owned(),
-        ]);
+        args.push(format!(
+            "--values={}",
+            scratch.dir.join(p).to_string_lossy()
+        ));
     }
     if let Some(values) = &helm.values {
         let path = scratch.dir.join(".flotilla-values.json");
@@ -250,11 +256,22 @@ fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
                 message: e.to_string(),
             },
         )?;
-        args.extend(["--values".into(), path.to_string_lossy().into_owned()]);
+        args.push(format!("--values={}", path.to_string_lossy()));
     }
     if helm.skip_schema_validation {
         args.push("--skip-schema-validation".into());
     }
+    args.extend(["--".into(), release, chart]);
+    Ok(args)
+}
+
+fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    let helm_bin = input.tools.helm.as_ref().ok_or_else(|| BundleError::Tool {
+        tool: "helm template".into(),
+        message: "this bundle is a Helm chart, and no `helm` binary is on PATH".into(),
+    })?;
+    let scratch = Scratch::write(input.content)?;
+    let args = helm_args(input, &scratch)?;
     let out = run("helm template", helm_bin, &args, input.tools.timeout)?;
     parse_documents("(helm template output)", &out)
 }
@@ -295,6 +312,10 @@ fn post_process(objects: Vec<Value>, input: &RenderInput<'_>) -> Result<Vec<Valu
             .unwrap_or("")
             .to_owned();
         let is_cluster_scoped = cluster_scoped.contains(&(group, kind.clone()));
+        crate::limits::check_object(&o).map_err(|message| BundleError::InvalidManifest {
+            file: format!("{kind} (rendered)"),
+            message,
+        })?;
         let Value::Object(obj) = &mut o else { continue };
         let meta = obj
             .entry("metadata")

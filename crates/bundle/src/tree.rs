@@ -1,21 +1,57 @@
-//! A repository tree in memory: relative paths to file bytes or symlink
-//! targets. The git crate builds one from a commit and `plan` from a
-//! directory; compiling it never touches the disk, and a symlink can only
-//! resolve to another entry of the tree.
+//! A repository tree in memory: relative paths to files or symlink targets.
+//! The git crate builds one from a commit and `plan` from a directory;
+//! compiling it never touches anything outside the tree, and a symlink can
+//! only resolve to another entry of the tree.
+//!
+//! A file's bytes may be held in memory or read on demand from the tree's
+//! [`BlobSource`] (a git object database, a directory), with its size known
+//! up front: the compiler checks sizes before it reads anything, and never
+//! reads a file it does not use (an ignored 500 MB blob costs nothing).
 
 use crate::error::{BundleError, Result};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where a tree's deferred files come from.
+pub trait BlobSource: Send + Sync {
+    /// The bytes of the blob with this id; the error says why not.
+    fn read_blob(&self, id: &str) -> std::result::Result<Vec<u8>, String>;
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
     File(Vec<u8>),
+    /// A file whose bytes are read from the tree's source when needed.
+    Blob {
+        size: u64,
+        id: String,
+    },
     /// The link's target exactly as stored.
     Symlink(String),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct RepoTree {
     entries: BTreeMap<String, Node>,
+    source: Option<Arc<dyn BlobSource>>,
+    /// Entries left out, with why (a name that is not UTF-8), for warnings.
+    pub skipped: Vec<String>,
+}
+
+impl std::fmt::Debug for RepoTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoTree")
+            .field("entries", &self.entries.len())
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+impl PartialEq for RepoTree {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.skipped == other.skipped
+    }
 }
 
 const MAX_SYMLINK_HOPS: usize = 16;
@@ -25,19 +61,33 @@ impl RepoTree {
         Self::default()
     }
 
+    /// A tree whose [`Node::Blob`] entries are read from `source`.
+    pub fn with_source(source: Arc<dyn BlobSource>) -> Self {
+        RepoTree {
+            source: Some(source),
+            ..Default::default()
+        }
+    }
+
     /// Adds a file; `path` is relative with `/` separators.
     pub fn insert_file(&mut self, path: &str, bytes: impl Into<Vec<u8>>) {
+        self.entries.insert(clean(path), Node::File(bytes.into()));
+    }
+
+    /// Adds a file whose bytes the source reads on demand.
+    pub fn insert_blob(&mut self, path: &str, size: u64, id: impl Into<String>) {
         self.entries.insert(
-            path.trim_start_matches("./").to_owned(),
-            Node::File(bytes.into()),
+            clean(path),
+            Node::Blob {
+                size,
+                id: id.into(),
+            },
         );
     }
 
     pub fn insert_symlink(&mut self, path: &str, target: &str) {
-        self.entries.insert(
-            path.trim_start_matches("./").to_owned(),
-            Node::Symlink(target.to_owned()),
-        );
+        self.entries
+            .insert(clean(path), Node::Symlink(target.to_owned()));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,21 +124,22 @@ impl RepoTree {
         self.entries.contains_key(path)
     }
 
-    /// A file's bytes, following symlinks inside the tree. A link that
-    /// points outside the repository is refused.
-    pub fn read(&self, path: &str) -> Result<Option<&[u8]>> {
+    /// The file `path` names after following symlinks inside the tree, or
+    /// `None` when nothing is there. A link that points outside the
+    /// repository is refused.
+    pub fn resolve(&self, path: &str) -> Result<Option<(&str, &Node)>> {
         let mut current = path.to_owned();
         for _ in 0..MAX_SYMLINK_HOPS {
-            match self.entries.get(&current) {
+            match self.entries.get_key_value(&current) {
                 None => return Ok(None),
-                Some(Node::File(bytes)) => return Ok(Some(bytes)),
-                Some(Node::Symlink(target)) => {
+                Some((_, Node::Symlink(target))) => {
                     let dir = parent(&current);
                     current = join_within(dir, target).map_err(|why| BundleError::PathEscapes {
                         path: path.to_owned(),
                         why: format!("symlink to {target:?} {why}"),
                     })?;
                 }
+                Some((p, node)) => return Ok(Some((p.as_str(), node))),
             }
         }
         Err(BundleError::PathEscapes {
@@ -96,6 +147,60 @@ impl RepoTree {
             why: "too many levels of symlinks".into(),
         })
     }
+
+    /// A file's size in bytes, without reading it.
+    pub fn size(&self, path: &str) -> Result<Option<u64>> {
+        Ok(self.resolve(path)?.map(|(_, node)| match node {
+            Node::File(b) => b.len() as u64,
+            Node::Blob { size, .. } => *size,
+            Node::Symlink(_) => 0,
+        }))
+    }
+
+    /// A file's bytes, following symlinks inside the tree.
+    pub fn read(&self, path: &str) -> Result<Option<Cow<'_, [u8]>>> {
+        let Some((_, node)) = self.resolve(path)? else {
+            return Ok(None);
+        };
+        match node {
+            Node::File(bytes) => Ok(Some(Cow::Borrowed(bytes))),
+            Node::Blob { id, .. } => {
+                let source = self
+                    .source
+                    .as_ref()
+                    .ok_or_else(|| BundleError::Unreadable {
+                        path: path.to_owned(),
+                        message: "the tree has no source for its blobs".into(),
+                    })?;
+                source
+                    .read_blob(id)
+                    .map(|b| Some(Cow::Owned(b)))
+                    .map_err(|message| BundleError::Unreadable {
+                        path: path.to_owned(),
+                        message,
+                    })
+            }
+            Node::Symlink(_) => unreachable!("resolve follows symlinks"),
+        }
+    }
+
+    /// Reads a file after checking its size against `limit`.
+    pub fn read_limited(&self, path: &str, limit: usize) -> Result<Option<Cow<'_, [u8]>>> {
+        if let Some(size) = self.size(path)?
+            && size > limit as u64
+        {
+            return Err(BundleError::ManifestTooLarge {
+                path: path.to_owned(),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit,
+            });
+        }
+        self.read(path)
+    }
+}
+
+fn clean(path: &str) -> String {
+    path.trim_start_matches("./").to_owned()
 }
 
 /// The directory part of a relative path ("" at the root).
@@ -136,6 +241,7 @@ pub fn safe_path(base: &str, rel: &str, what: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn join_within_table() {
@@ -171,9 +277,10 @@ mod tests {
         t.insert_symlink("app/evil.yaml", "../../etc/passwd");
         t.insert_symlink("app/abs.yaml", "/etc/passwd");
         assert_eq!(
-            t.read("app/cm.yaml").unwrap(),
+            t.read("app/cm.yaml").unwrap().as_deref(),
             Some(&b"kind: ConfigMap"[..])
         );
+        assert_eq!(t.size("app/cm.yaml").unwrap(), Some(15));
         assert_eq!(t.read("app/missing.yaml").unwrap(), None);
         for bad in ["app/evil.yaml", "app/abs.yaml", "app/loop.yaml"] {
             let err = t.read(bad).unwrap_err();
@@ -197,5 +304,32 @@ mod tests {
         let under: Vec<&str> = t.entries_under("a").map(|(p, _)| p).collect();
         assert_eq!(under, ["a/x", "a/y/z"]);
         assert!(t.is_dir("a/y") && !t.is_dir("c"));
+    }
+
+    struct Counting(AtomicUsize);
+
+    impl BlobSource for Counting {
+        fn read_blob(&self, id: &str) -> std::result::Result<Vec<u8>, String> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(id.as_bytes().to_vec())
+        }
+    }
+
+    #[test]
+    fn blobs_are_read_on_demand_and_checked_for_size_first() {
+        let source = Arc::new(Counting(AtomicUsize::new(0)));
+        let mut t = RepoTree::with_source(source.clone());
+        t.insert_blob("small.yaml", 5, "hello");
+        t.insert_blob("huge.bin", 500 << 20, "never-read");
+        assert_eq!(t.size("huge.bin").unwrap(), Some(500 << 20));
+        assert_eq!(source.0.load(Ordering::Relaxed), 0, "sizes need no read");
+        let err = t.read_limited("huge.bin", 1 << 20).unwrap_err();
+        assert!(matches!(err, BundleError::ManifestTooLarge { .. }), "{err}");
+        assert_eq!(source.0.load(Ordering::Relaxed), 0, "refused unread");
+        assert_eq!(
+            t.read_limited("small.yaml", 1 << 20).unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(source.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -147,9 +147,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     async move { m.encode() }
                 }),
             );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        tokio::spawn(flotilla_runtime::serve::serve(
+            listener,
+            router,
+            flotilla_runtime::serve::ServeLimits::default(),
+            "agent-http",
+        ));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let (lead_tx, lead_rx) = watch::channel(!args.leader_elect);

@@ -85,6 +85,13 @@ pub fn run(mut args: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     if defaulted("git_dir") {
         args.controller.git_dir = state_dir.join("git-mirrors");
     }
+    // The demo repository is local; everything listens on loopback only.
+    if defaulted("allow_file_repos") {
+        args.controller.allow_file_repos = true;
+    }
+    if defaulted("webhook_addr") {
+        args.controller.webhook_addr = "127.0.0.1:8081".parse()?;
+    }
     args.controller.validate().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -145,10 +145,16 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
             limits: Limits {
                 max_manifest_bytes: args.max_manifest_bytes,
                 max_bundle_bytes: args.max_bundle_bytes,
+                ..Limits::default()
             },
+            deadline: None,
         },
     )?;
-    for w in bundles.iter().flat_map(|b| &b.warnings) {
+    for w in tree
+        .skipped
+        .iter()
+        .chain(bundles.iter().flat_map(|b| &b.warnings))
+    {
         eprintln!("warning: {w}");
     }
     let (clusters, group_errors) = resolve_clusters(&fleet.clusters, &fleet.groups);

@@ -15,6 +15,9 @@
 //!   once with a webhook (polling off) and once with polling at
 //!   `--poll-interval` (the median is about half the interval plus the
 //!   webhook figure). Medians and p99 over `--samples`.
+//! - The same polled push while five GitRepos point at a server that
+//!   accepts connections and never answers: it must stay within 2x of the
+//!   figure without them (a slow server delays no other GitRepo).
 
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
 use flotilla_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -104,6 +107,7 @@ async fn run(o: &Opts) {
             webhook_addr: "127.0.0.1:0".parse().unwrap(),
             webhook_secret: Some(SECRET.parse().unwrap()),
             git_dir: tmp.path().join("mirrors"),
+            allow_file_repos: true,
             ..ControllerArgs::default()
         },
     )
@@ -221,7 +225,6 @@ async fn run(o: &Opts) {
     let interval = flotilla_controller::gitrepo::poll_interval(Some(&o.poll_interval))
         .expect("--poll-interval");
     let mut webhook = Vec::new();
-    let mut polling = Vec::new();
     for i in 1..=o.samples {
         let before = content_of(&bundles, "hooked-app").await;
         hook.write("app/cm.yaml", &cm("app", i));
@@ -230,17 +233,8 @@ async fn run(o: &Opts) {
         post_push(addr, &hook.url(), &commit).await;
         wait_content_change(&bundles, "hooked-app", &before).await;
         webhook.push(t.elapsed().as_secs_f64());
-
-        // Commit at evenly spread points of the poll cycle, as pushes
-        // would land; otherwise each sample lands just after a poll.
-        let before = content_of(&bundles, "polled-app").await;
-        tokio::time::sleep(interval.mul_f64((i % o.samples) as f64 / o.samples as f64)).await;
-        polled.write("app/cm.yaml", &cm("app", i));
-        let t = Instant::now();
-        polled.commit("push");
-        wait_content_change(&bundles, "polled-app", &before).await;
-        polling.push(t.elapsed().as_secs_f64());
     }
+    let mut polling = measure_polling(&bundles, &polled, interval, o.samples, 0).await;
     bench(
         "push_to_bundles_webhook_p50",
         percentile(&mut webhook, 0.5),
@@ -251,17 +245,81 @@ async fn run(o: &Opts) {
         percentile(&mut webhook, 0.99),
         "s",
     );
-    let interval = &o.poll_interval;
+    let shown = &o.poll_interval;
     bench(
-        &format!("push_to_bundles_poll_{interval}_p50"),
+        &format!("push_to_bundles_poll_{shown}_p50"),
         percentile(&mut polling, 0.5),
         "s",
     );
     bench(
-        &format!("push_to_bundles_poll_{interval}_p99"),
+        &format!("push_to_bundles_poll_{shown}_p99"),
         percentile(&mut polling, 0.99),
         "s",
     );
+
+    // ---- The same with five GitRepos on a server that never answers ------
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    for i in 0..5 {
+        let repo: GitRepo = serde_json::from_value(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "GitRepo",
+            "metadata": {"name": format!("silent-{i}"), "namespace": NS},
+            "spec": {"repo": format!("http://127.0.0.1:{port}/r{i}.git"), "branch": "main",
+                     "pollingInterval": "1s"},
+        }))
+        .unwrap();
+        gitrepos
+            .create(&PostParams::default(), &repo)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut slowed = measure_polling(&bundles, &polled, interval, o.samples, o.samples).await;
+    let p50 = percentile(&mut slowed, 0.5);
+    bench(
+        &format!("push_to_bundles_poll_{shown}_with_5_silent_servers_p50"),
+        p50,
+        "s",
+    );
+    bench(
+        &format!("push_to_bundles_poll_{shown}_with_5_silent_servers_p99"),
+        percentile(&mut slowed, 0.99),
+        "s",
+    );
+    bench(
+        "push_to_bundles_silent_servers_slowdown_p50",
+        p50 / percentile(&mut polling, 0.5),
+        "x",
+    );
+}
+
+/// From a commit until the Bundle has it, polling only: commits land at
+/// evenly spread points of the poll cycle, as pushes would (otherwise each
+/// sample lands just after a poll).
+async fn measure_polling(
+    bundles: &Api<Bundle>,
+    polled: &TestRepo,
+    interval: Duration,
+    samples: usize,
+    offset: usize,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    for i in 1..=samples {
+        let before = content_of(bundles, "polled-app").await;
+        tokio::time::sleep(interval.mul_f64((i % samples) as f64 / samples as f64)).await;
+        polled.write("app/cm.yaml", &cm("app", offset + i));
+        let t = Instant::now();
+        polled.commit("push");
+        wait_content_change(bundles, "polled-app", &before).await;
+        out.push(t.elapsed().as_secs_f64());
+    }
+    out
 }
 
 fn git_head(path: &std::path::Path) -> String {

@@ -130,6 +130,21 @@ pub struct ControllerArgs {
     /// The longest a single git operation (ls-remote or fetch) may take.
     #[arg(long, env = "FLOTILLA_GIT_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub git_timeout: Duration,
+    /// Git network operations (polls and fetches) in flight at once. They
+    /// run beside the GitRepo workers, so a server that never answers holds
+    /// one of these for at most --git-timeout and delays no other GitRepo.
+    #[arg(long, env = "FLOTILLA_GIT_CONNECTIONS", default_value = "64", value_parser = parse_workers, value_name = "N")]
+    pub git_connections: usize,
+    /// The longest compiling one commit may take; past it the commit is
+    /// reported as failed and what is deployed stays.
+    #[arg(long, env = "FLOTILLA_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub compile_timeout: Duration,
+    /// Allow GitRepos to read `file://` URLs and local paths. Off by
+    /// default: a tenant could otherwise read any repository on the
+    /// controller's host. `flotilla dev` turns it on. Even when on, the
+    /// controller's own mirrors (--git-dir) stay out of reach.
+    #[arg(long, env = "FLOTILLA_ALLOW_FILE_REPOS", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub allow_file_repos: bool,
     /// Where push webhooks from GitHub, GitLab, Gitea and Gogs are received
     /// (`POST /webhook`). Served only when a webhook secret is set.
     #[arg(
@@ -244,6 +259,9 @@ mod tests {
         );
         assert_eq!(a.gc_sweep_interval, Duration::from_secs(600));
         assert_eq!(a.lease_duration, Duration::from_secs(15));
+        assert_eq!(a.git_connections, 64);
+        assert_eq!(a.compile_timeout, Duration::from_secs(60));
+        assert!(!a.allow_file_repos, "local repositories are off by default");
         assert!(a.leader_elect);
         a.validate().unwrap();
     }
@@ -256,6 +274,7 @@ mod tests {
             "--gc-workers",
             "--status-workers",
             "--agent-workers",
+            "--git-connections",
         ] {
             assert!(parse(&[flag, "1"]).is_ok(), "{flag} 1");
             assert!(parse(&[flag, "1024"]).is_ok(), "{flag} 1024");
@@ -403,6 +422,9 @@ mod chart_tests {
         assert_eq!(args.lease_duration, d.lease_duration);
         assert!(args.leader_elect);
         assert_eq!(args.git_timeout, d.git_timeout);
+        assert_eq!(args.git_connections, d.git_connections);
+        assert_eq!(args.compile_timeout, d.compile_timeout);
+        assert!(!args.allow_file_repos);
         assert_eq!(
             args.git_dir,
             Path::new("/var/cache/flotilla/git"),
@@ -420,7 +442,7 @@ mod chart_tests {
              agent: {contactInterval: 30s, inventoryNamespace: fleet-inventory}\n\
              leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
              metrics: {port: 9090}\n\
-             git: {timeout: 2m}\n\
+             git: {timeout: 2m, connections: 8, compileTimeout: 90s, allowFileRepos: true}\n\
              webhook: {port: 9443, secretName: git-hooks}\n",
         ));
         let args = parse_env(&env);
@@ -444,6 +466,9 @@ mod chart_tests {
         assert_eq!(args.lease_namespace, "flotilla-system");
         assert_eq!(args.http_addr.port(), 9090);
         assert_eq!(args.git_timeout, Duration::from_secs(120));
+        assert_eq!(args.git_connections, 8);
+        assert_eq!(args.compile_timeout, Duration::from_secs(90));
+        assert!(args.allow_file_repos);
         assert_eq!(args.webhook_addr.port(), 9443);
         assert_eq!(
             args.webhook_secret.as_ref().map(|s| s.0.as_str()),

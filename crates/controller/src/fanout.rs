@@ -9,9 +9,16 @@
 //! the `deploymentID`, and through the rollout strategy whether the
 //! cluster gets it now or has it staged.
 //!
-//! Writes: one server-side apply per BundleDeployment whose spec or labels
-//! differ from what it computed, nothing otherwise; the Bundle finalizer
-//! once; and each Cluster's namespace.
+//! Writes: per BundleDeployment whose spec or labels differ from what it
+//! computed, one write: a server-side apply to create it, else a
+//! replacement of the whole spec, so that an edit by someone else (fields
+//! they added included) is put back; nothing otherwise. The Bundle
+//! finalizer once, and each Cluster's namespace. A write the API server
+//! refuses is reported on the Bundle (`DeploymentWriteFailed`).
+//!
+//! It also wakes on a BundleDeployment whose spec someone else edited: it
+//! remembers a digest of each spec it wrote or found right, and the hub
+//! compares every spec change with it.
 
 use crate::queue::Action;
 use crate::rollout::{self, Current, Plan, Step, Target};
@@ -225,19 +232,29 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
             return Ok(Action::Done);
         }
     };
-    let writes: Vec<BundleDeployment> = rollout
+    let mut writes = Vec::new();
+    for ((d, t), step) in rollout
         .desired
         .iter()
         .zip(&rollout.targets)
         .zip(&plan.steps)
-        .filter(|(_, step)| **step != Step::Wait)
-        .map(|((d, t), step)| (d, deployment(&bundle, d, t, *step)))
-        .filter(|(d, want)| d.existing.as_ref().is_none_or(|e| !up_to_date(e, want)))
-        .map(|(_, want)| want)
-        .collect();
+    {
+        if *step == Step::Wait {
+            if let Some(e) = &d.existing {
+                // Held back, and its spec stays what it is.
+                remember(ctx, ObjectKey::of(&e.metadata), &e.spec);
+            }
+            continue;
+        }
+        let want = deployment(&bundle, d, t, *step);
+        match &d.existing {
+            Some(e) if up_to_date(e, &want) => remember(ctx, ObjectKey::of(&e.metadata), &e.spec),
+            existing => writes.push((want, existing.clone())),
+        }
+    }
     let written = writes.len();
     let results: Vec<Result<(), Error>> = futures::stream::iter(writes)
-        .map(|bd| apply(ctx, bd))
+        .map(|(bd, existing)| write(ctx, bd, existing))
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
@@ -249,6 +266,21 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
             waiting.remove(key);
         }
     }
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(write_failure_message))
+        .collect();
+    report_writes(
+        ctx,
+        key,
+        failures.first().map(|f| {
+            if failures.len() > 1 {
+                format!("{f} (and {} more)", failures.len() - 1)
+            } else {
+                f.clone()
+            }
+        }),
+    );
     results.into_iter().collect::<Result<(), Error>>()?;
     if written > 0 {
         tracing::debug!(bundle = %key, written, targets = rollout.targets.len(), "bundle deployments written");
@@ -265,24 +297,114 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
     Ok(Action::Done)
 }
 
-async fn apply(ctx: &Context, bd: BundleDeployment) -> Result<(), Error> {
+/// A digest of a spec, to tell the fan-out's own writes from edits.
+fn spec_digest(spec: &BundleDeploymentSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    serde_json::to_vec(spec)
+        .expect("a spec serializes")
+        .hash(&mut h);
+    h.finish()
+}
+
+fn remember(ctx: &Context, key: ObjectKey, spec: &BundleDeploymentSpec) {
+    ctx.fanout_specs
+        .lock()
+        .expect("fanout specs lock")
+        .insert(key, spec_digest(spec));
+}
+
+/// Whether a BundleDeployment's spec is not one the fan-out wrote or
+/// checked: someone else edited it.
+pub fn edited_by_others(ctx: &Context, key: &ObjectKey, bd: &BundleDeployment) -> bool {
+    ctx.fanout_specs
+        .lock()
+        .expect("fanout specs lock")
+        .get(key)
+        .is_some_and(|d| *d != spec_digest(&bd.spec))
+}
+
+/// Creates a BundleDeployment (a server-side apply), or replaces the spec
+/// of an existing one whole, guarded by its uid.
+async fn write(
+    ctx: &Context,
+    bd: BundleDeployment,
+    existing: Option<Arc<BundleDeployment>>,
+) -> Result<(), Error> {
     let name = bd.metadata.name.clone().unwrap_or_default();
     let ns = bd.metadata.namespace.clone().unwrap_or_default();
     let api: Api<BundleDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-    ctx.metrics.write("BundleDeployment", "apply");
-    api.patch(
-        &name,
-        &PatchParams::apply(keys::CONTROLLER_FIELD_MANAGER).force(),
-        &Patch::Apply(&bd),
-    )
-    .await
-    .map_err(|source| Error::Write {
-        verb: "apply",
+    remember(ctx, ObjectKey::new(&ns, &name), &bd.spec);
+    let written = match existing {
+        None => {
+            ctx.metrics.write("BundleDeployment", "apply");
+            api.patch(
+                &name,
+                &PatchParams::apply(keys::CONTROLLER_FIELD_MANAGER).force(),
+                &Patch::Apply(&bd),
+            )
+            .await
+        }
+        Some(e) => {
+            ctx.metrics.write("BundleDeployment", "patch");
+            let patch = flotilla_runtime::replace_spec_patch(
+                &e.metadata,
+                bd.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                &BTreeMap::new(),
+                None,
+                &serde_json::to_value(&bd.spec).expect("a spec serializes"),
+            );
+            api.patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(keys::CONTROLLER_FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::<()>::Json(patch),
+            )
+            .await
+        }
+    };
+    written.map_err(|source| Error::Write {
+        verb: "write",
         kind: "BundleDeployment",
         name: format!("{ns}/{name}"),
         source,
     })?;
     Ok(())
+}
+
+/// Records (or clears) a refused write on the Bundle's status.
+fn report_writes(ctx: &Context, bundle: &ObjectKey, failure: Option<String>) {
+    let changed = {
+        let mut errors = ctx
+            .deployment_write_errors
+            .lock()
+            .expect("write errors lock");
+        match failure {
+            Some(f) => errors.insert(bundle.clone(), f.clone()).as_ref() != Some(&f),
+            None => errors.remove(bundle).is_some(),
+        }
+    };
+    if changed {
+        ctx.status
+            .add(crate::StatusKey::Bundle(bundle.clone()), "deployment-write");
+    }
+}
+
+/// A refused write in words: the object and the API server's reason.
+fn write_failure_message(e: &Error) -> String {
+    match e {
+        Error::Write {
+            name,
+            source: kube::Error::Api(s),
+            ..
+        } => format!(
+            "BundleDeployment {name}: the API server refused it ({}): {}",
+            s.code, s.message
+        ),
+        other => other.to_string(),
+    }
 }
 
 async fn ensure_finalizer(ctx: &Context, bundle: &Bundle) -> Result<(), Error> {

@@ -17,9 +17,15 @@
 //! For a deleted Bundle, it removes the Bundle's finalizer once no
 //! BundleDeployment is left.
 //!
-//! A safety sweep (`--gc-sweep-interval`) walks every BundleDeployment,
-//! counts the stale ones in `gc_sweep_stale_found_total`, logs them and
-//! queues them. Finding one is a bug: the event path should have.
+//! A Bundle whose GitRepo is gone while the Bundle is not deleting (the
+//! GitRepo's finalizer was removed by hand) is an orphan: it is deleted,
+//! and its BundleDeployments follow. Bundles carry an owner reference to
+//! their GitRepo, so the API server's garbage collector does the same; this
+//! covers Bundles without one and API servers whose collector lags.
+//!
+//! A safety sweep (`--gc-sweep-interval`) walks every BundleDeployment and
+//! Bundle, counts the stale ones in `gc_sweep_stale_found_total`, logs them
+//! and queues them. Finding one is a bug: the event path should have.
 
 use crate::queue::Action;
 use crate::topology::pair_of;
@@ -81,10 +87,55 @@ async fn deployment(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     }
 }
 
+/// Whether a Bundle belongs to a GitRepo that no longer exists.
+pub fn is_orphan(ctx: &Context, bundle: &Bundle) -> bool {
+    if bundle.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let Some(repo) = bundle
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::REPO_NAME))
+    else {
+        return false;
+    };
+    let ns = bundle.metadata.namespace.as_deref().unwrap_or_default();
+    ctx.gitrepos.get(&ObjectKey::new(ns, repo)).is_none()
+}
+
+async fn delete_orphan(ctx: &Context, key: &ObjectKey, bundle: &Bundle) -> Result<(), Error> {
+    let api: Api<Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: bundle.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    ctx.metrics.write("Bundle", "delete");
+    match api.delete(&key.name, &params).await {
+        Ok(_) => {
+            tracing::info!(bundle = %key, "bundle deleted: its GitRepo is gone");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Write {
+            verb: "delete",
+            kind: "Bundle",
+            name: key.to_string(),
+            source,
+        }),
+    }
+}
+
 async fn release_bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let Some(bundle) = ctx.bundles.get(key) else {
         return Ok(());
     };
+    if is_orphan(ctx, &bundle) {
+        return delete_orphan(ctx, key, &bundle).await;
+    }
     let finalizers = bundle.metadata.finalizers.clone().unwrap_or_default();
     if bundle.metadata.deletion_timestamp.is_none()
         || !finalizers.iter().any(|f| f == keys::BUNDLE_FINALIZER)
@@ -136,6 +187,14 @@ pub fn sweep(ctx: &Context) -> u64 {
             let key = ObjectKey::of(&bd.metadata);
             tracing::error!(bundle_deployment = %key, "safety sweep found a stale bundle deployment the event path missed");
             ctx.gc.add(GcKey::Deployment(key), "sweep");
+        }
+    }
+    for b in ctx.bundles.list() {
+        if is_orphan(ctx, &b) {
+            found += 1;
+            let key = ObjectKey::of(&b.metadata);
+            tracing::warn!(bundle = %key, "safety sweep found a bundle whose GitRepo is gone");
+            ctx.gc.add(GcKey::Bundle(key), "sweep");
         }
     }
     ctx.metrics.gc_sweep(found);

@@ -4,8 +4,14 @@
 //! The poller wakes once a second and looks for GitRepos whose interval is
 //! up. It groups them by mirror (URL and credentials) and lists each remote
 //! once (an ls-remote, no objects). It queues a GitRepo only when the head
-//! it follows differs from the last one it saw, so a poll that finds
-//! nothing new costs one connection and writes nothing.
+//! it follows differs from the last one it saw, or when its poll starts or
+//! stops failing (the GitRepo then says so), so a poll that finds nothing
+//! new costs one connection and writes nothing.
+//!
+//! Each mirror's poll runs on its own: the round does not wait for it, and
+//! a mirror is not polled again while its last poll is in flight. A server
+//! that never answers holds one connection for `--git-timeout`, and no
+//! other GitRepo waits for it.
 //!
 //! The webhook receiver (`POST /webhook`) authenticates a push from GitHub,
 //! GitLab, Gitea or Gogs and queues every GitRepo on the pushed URL (and
@@ -40,11 +46,22 @@ pub async fn poll_loop(ctx: Arc<Context>, mut active: watch::Receiver<bool>) {
     }
 }
 
-/// One round: every GitRepo whose interval is up, one ls-remote per mirror.
+/// One round: every GitRepo whose interval is up, one ls-remote per mirror
+/// whose last poll answered. The polls run in the background; the round
+/// returns at once.
 pub async fn poll_due(ctx: &Arc<Context>) {
+    for task in start_due(ctx) {
+        drop(task);
+    }
+}
+
+/// Starts the round's polls and returns their tasks (tests and benchmarks
+/// may wait for them; the poll loop does not).
+pub fn start_due(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
     let now = Instant::now();
     let mut groups: HashMap<String, (Source, Vec<(ObjectKey, Want)>)> = HashMap::new();
     {
+        let polling = ctx.git.polling.lock().expect("polling lock");
         let mut repos = ctx.git.repos();
         for (key, st) in repos.iter_mut() {
             let (Some(interval), Some((source, want))) = (st.interval, &st.source) else {
@@ -54,61 +71,81 @@ pub async fn poll_due(ctx: &Arc<Context>) {
             if st.next_poll.is_some_and(|t| t > now + TICK / 2) {
                 continue;
             }
+            let mirror = source.mirror_key();
+            if polling.contains(&mirror) {
+                continue; // still waiting for the last answer
+            }
             st.next_poll = Some(now + interval);
             groups
-                .entry(source.mirror_key())
+                .entry(mirror)
                 .or_insert_with(|| (source.clone(), Vec::new()))
                 .1
                 .push((key.clone(), want.clone()));
         }
     }
-    if groups.is_empty() {
-        return;
-    }
-    // At most as many connections at once as the GitRepo controller has
-    // workers.
-    let limit = Arc::new(tokio::sync::Semaphore::new(ctx.args.gitrepo_workers));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (_, (source, members)) in groups {
+    let mut tasks = Vec::new();
+    for (mirror, (source, members)) in groups {
+        ctx.git
+            .polling
+            .lock()
+            .expect("polling lock")
+            .insert(mirror.clone());
         let ctx = Arc::clone(ctx);
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire().await;
-            ctx.metrics.git("ls-remote", 1);
-            let listed = ctx.git.mirrors.ls_remote(&source).await;
-            let mut repos = ctx.git.repos();
-            for (key, want) in members {
-                let Some(st) = repos.get_mut(&key) else {
-                    continue;
-                };
-                let picked = listed
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|r| r.pick(&want));
-                match picked {
-                    Ok((head, _)) => {
-                        st.poll_error = None;
-                        if st.head != Some(head) {
-                            tracing::info!(gitrepo = %key, %head, "poll: new commit");
-                            st.remote = listed.as_ref().ok().cloned();
-                            ctx.gitrepo.add(key, "poll");
-                        }
-                    }
-                    Err(e) => {
-                        // Queue once per distinct error: the reconcile
-                        // records it in the conditions and retries.
-                        let message = e.to_string();
-                        if st.poll_error.as_deref() != Some(message.as_str()) {
-                            tracing::warn!(gitrepo = %key, error = %message, "poll failed");
-                            st.poll_error = Some(message);
-                            ctx.gitrepo.add(key, "poll-error");
-                        }
-                    }
+        tasks.push(tokio::spawn(async move {
+            let listed = {
+                let _permit = Arc::clone(&ctx.git.connections).acquire_owned().await;
+                ctx.metrics.git("ls-remote", 1);
+                ctx.git.mirrors.ls_remote(&source).await
+            };
+            ctx.git
+                .polling
+                .lock()
+                .expect("polling lock")
+                .remove(&mirror);
+            record(&ctx, &listed, members);
+        }));
+    }
+    tasks
+}
+
+/// What one poll found, for each GitRepo on the mirror.
+fn record(
+    ctx: &Context,
+    listed: &Result<flotilla_git::RemoteRefs, flotilla_git::GitError>,
+    members: Vec<(ObjectKey, Want)>,
+) {
+    let mut repos = ctx.git.repos();
+    for (key, want) in members {
+        let Some(st) = repos.get_mut(&key) else {
+            continue;
+        };
+        let picked = listed
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| r.pick(&want));
+        match picked {
+            Ok((head, _)) => {
+                let recovered = st.poll_error.take().is_some();
+                if st.head != Some(head) {
+                    tracing::info!(gitrepo = %key, %head, "poll: new commit");
+                    st.remote = listed.as_ref().ok().cloned();
+                    ctx.gitrepo.add(key, "poll");
+                } else if recovered {
+                    tracing::info!(gitrepo = %key, "poll: the repository answers again");
+                    ctx.gitrepo.add(key, "poll-recovered");
                 }
             }
-        });
+            Err(e) => {
+                // Queue once per distinct error: the reconcile shows it in
+                // the conditions, and what is deployed stays.
+                if st.poll_error.as_ref() != Some(&e) {
+                    tracing::warn!(gitrepo = %key, error = %e, "poll failed");
+                    st.poll_error = Some(e);
+                    ctx.gitrepo.add(key, "poll-error");
+                }
+            }
+        }
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// The webhook router: `POST /webhook`.
@@ -133,7 +170,9 @@ async fn receive(ctx: &Context, headers: &HeaderMap, body: &[u8]) -> (StatusCode
     let provider = match webhook::verify(header, body, secret.0.as_bytes()) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "webhook refused");
+            if let Some(suppressed) = ctx.webhook_refusals.allow() {
+                tracing::warn!(error = %e, suppressed, "webhook refused (logged at most every 10s)");
+            }
             return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
         }
     };

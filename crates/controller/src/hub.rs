@@ -14,6 +14,11 @@
 //! | BundleDeployment deleted | its bundle, if still targeted | its bundle's finalizer | its bundle, cluster, groups, GitRepo |
 //! | cluster namespace created or deleted | the cluster's bundles; the namespace | | |
 //! | GitRepo created | | | itself |
+//! | GitRepo gone (even without its finalizer) | | its Bundles, if orphaned | |
+//! | BundleDeployment spec edited by someone else | its bundle | | |
+//!
+//! A Content deleted (by hand) queues the GitRepos whose Bundles need it,
+//! which recreate it.
 //!
 //! And for the GitRepo controller: a GitRepo created, its generation
 //! changed, deleting, or its webhook annotation moved; a Bundle it wants
@@ -29,10 +34,11 @@ use crate::cache::{Delta, Feed};
 use crate::topology::{cluster_namespace, pair_of};
 use crate::{Context, FanoutKey, GcKey, StatusKey};
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
-use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, GitRepo, keys};
+use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo, keys};
 use flotilla_targeting::{ChangeKind, Changes, ObjectKey};
 use futures::{Stream, StreamExt};
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -45,6 +51,7 @@ pub enum Event {
     Bd(Box<watcher::Event<BundleDeployment>>),
     GitRepo(Box<watcher::Event<GitRepo>>),
     Namespace(Box<watcher::Event<Namespace>>),
+    Content(Box<watcher::Event<PartialObjectMeta<Content>>>),
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, watcher::Error>> + Send>>;
@@ -93,6 +100,13 @@ pub fn watches(client: &kube::Client) -> Vec<EventStream> {
             )),
             |e| Event::Namespace(Box::new(e)),
         ),
+        // Contents are large and only their existence matters here: a
+        // metadata-only watch.
+        watch(
+            Api::<PartialObjectMeta<Content>>::all(client.clone()),
+            all(),
+            |e| Event::Content(Box::new(e)),
+        ),
     ]
 }
 
@@ -104,6 +118,7 @@ pub struct Hub {
     bds: Feed<BundleDeployment>,
     gitrepos: Feed<GitRepo>,
     namespaces: Feed<Namespace>,
+    contents: Feed<PartialObjectMeta<Content>>,
 }
 
 fn deleting<K: kube::Resource>(o: &K) -> bool {
@@ -119,6 +134,7 @@ impl Hub {
             bds: Feed::new(Arc::clone(&ctx.bds)),
             gitrepos: Feed::new(Arc::clone(&ctx.gitrepos)),
             namespaces: Feed::new(Arc::clone(&ctx.namespaces)),
+            contents: Feed::new(Arc::clone(&ctx.contents)),
             ctx,
         }
     }
@@ -169,6 +185,11 @@ impl Hub {
                     self.on_namespace(d);
                 }
             }
+            Event::Content(e) => {
+                for d in self.contents.apply(*e) {
+                    self.on_content(d);
+                }
+            }
         }
         if !*self.ctx.synced.borrow() && self.all_synced() {
             tracing::info!(
@@ -189,6 +210,7 @@ impl Hub {
             && self.bds.synced()
             && self.gitrepos.synced()
             && self.namespaces.synced()
+            && self.contents.synced()
     }
 
     fn fanout(&self, key: FanoutKey, trigger: &'static str) {
@@ -512,11 +534,48 @@ impl Hub {
                     self.ctx.gitrepo.add(key, trigger);
                 }
             }
-            // The reconcile finds it gone and forgets it.
-            Delta::Removed(old) => self
-                .ctx
-                .gitrepo
-                .add(ObjectKey::of(&old.metadata), "gitrepo-deleted"),
+            // The reconcile finds it gone and forgets it. Its Bundles are
+            // orphans if it went without its finalizer (removed by hand).
+            Delta::Removed(old) => {
+                let key = ObjectKey::of(&old.metadata);
+                for b in self
+                    .ctx
+                    .topo()
+                    .bundles_by_repo
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                {
+                    self.gc(GcKey::Bundle(b.clone()), "gitrepo-deleted");
+                }
+                self.ctx.gitrepo.add(key, "gitrepo-deleted");
+            }
+        }
+    }
+
+    /// A Content deleted by someone else: the GitRepos whose Bundles use
+    /// it write it again. (Creations need nothing.)
+    fn on_content(&mut self, delta: Delta<PartialObjectMeta<Content>>) {
+        let Delta::Removed(old) = delta else {
+            return;
+        };
+        let Some(name) = old.metadata.name.as_deref() else {
+            return;
+        };
+        let repos: BTreeSet<ObjectKey> = self
+            .ctx
+            .bundles
+            .list()
+            .iter()
+            .filter(|b| b.spec.content_id == name && !deleting(&***b))
+            .filter_map(|b| {
+                let repo = b.metadata.labels.as_ref()?.get(keys::REPO_NAME)?;
+                Some(ObjectKey::new(b.metadata.namespace.as_deref()?, repo))
+            })
+            .collect();
+        for r in repos {
+            tracing::warn!(content = %name, gitrepo = %r, "a Content in use was deleted; writing it again");
+            self.ctx.gitrepo.add(r, "content-deleted");
         }
     }
 
@@ -614,11 +673,16 @@ impl Hub {
                     return;
                 };
                 if moved {
-                    self.gc(GcKey::Deployment(key), "bundledeployment");
+                    self.gc(GcKey::Deployment(key.clone()), "bundledeployment");
                 }
                 // Its state depends on both: the spec (deploymentID,
                 // staged, paused) the fan-out writes and the status the
                 // agent writes.
+                // An edit by someone else: the fan-out puts its spec back.
+                let spec_changed = old.as_ref().is_some_and(|o| o.spec != new.spec);
+                if spec_changed && crate::fanout::edited_by_others(&self.ctx, &key, &new) {
+                    self.fanout(FanoutKey::Bundle(bundle.clone()), "bundledeployment-edited");
+                }
                 if old
                     .as_ref()
                     .is_none_or(|o| o.status != new.status || o.spec != new.spec)
@@ -639,6 +703,11 @@ impl Hub {
             }
             Delta::Removed(old) => {
                 let key = ObjectKey::of(&old.metadata);
+                self.ctx
+                    .fanout_specs
+                    .lock()
+                    .expect("fanout specs lock")
+                    .remove(&key);
                 let Some((bundle, cluster)) = pair_of(&old) else {
                     return;
                 };

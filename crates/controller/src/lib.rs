@@ -44,8 +44,9 @@ use crate::cache::Cache;
 use crate::queue::Queue;
 use crate::topology::Topology;
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
-use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, GitRepo};
-use std::collections::HashSet;
+use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo};
+use kube::core::PartialObjectMeta;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -78,7 +79,8 @@ pub enum FanoutKey {
 pub enum GcKey {
     /// Is this BundleDeployment still targeted?
     Deployment(ObjectKey),
-    /// Can this deleted Bundle's finalizer go?
+    /// Can this deleted Bundle's finalizer go? Is this Bundle's GitRepo
+    /// gone (it was deleted without its finalizer)?
     Bundle(ObjectKey),
 }
 
@@ -100,6 +102,8 @@ pub struct Context {
     pub bds: Arc<Cache<BundleDeployment>>,
     pub gitrepos: Arc<Cache<GitRepo>>,
     pub namespaces: Arc<Cache<Namespace>>,
+    /// Which Contents exist (metadata only: their bytes are not kept).
+    pub contents: Arc<Cache<PartialObjectMeta<Content>>>,
     pub topo: RwLock<Topology>,
     pub fanout: Arc<Queue<FanoutKey>>,
     pub gc: Arc<Queue<GcKey>>,
@@ -110,12 +114,21 @@ pub struct Context {
     /// Bundles with a rollout in progress: a BundleDeployment's status
     /// change may let more clusters move, so it wakes the fan-out.
     pub rollout_waiting: Mutex<HashSet<ObjectKey>>,
+    /// Bundles whose last fan-out had a BundleDeployment write refused, and
+    /// why: the status controller shows it on the Bundle.
+    pub deployment_write_errors: Mutex<HashMap<ObjectKey, String>>,
+    /// A digest of the spec the fan-out last wrote or found right, per
+    /// BundleDeployment: an event whose spec differs was an edit by
+    /// someone else, and wakes the fan-out to put it back.
+    pub fanout_specs: Mutex<HashMap<ObjectKey, u64>>,
     /// Where `/metrics` is served, once bound.
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Where webhooks are received, once bound.
     pub webhook_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Poked by the hub when a Cluster's agent may need starting or stopping.
     pub agents_changed: tokio::sync::Notify,
+    /// Refused webhooks are logged at most this often.
+    pub(crate) webhook_refusals: flotilla_runtime::throttle::Throttle,
     synced: watch::Sender<bool>,
     leading: watch::Sender<bool>,
 }
@@ -124,6 +137,7 @@ impl Context {
     fn new(client: kube::Client, args: ControllerArgs) -> Self {
         let metrics = Arc::new(Metrics::new());
         let mirrors = flotilla_git::Mirrors::new(args.git_dir.clone(), args.git_timeout);
+        let connections = args.git_connections;
         Context {
             client,
             args,
@@ -133,17 +147,23 @@ impl Context {
             bds: Default::default(),
             gitrepos: Default::default(),
             namespaces: Default::default(),
+            contents: Default::default(),
             topo: RwLock::new(Topology::default()),
             fanout: Arc::new(Queue::new("fanout", Arc::clone(&metrics))),
             gc: Arc::new(Queue::new("gc", Arc::clone(&metrics))),
             status: Arc::new(Queue::new("status", Arc::clone(&metrics))),
             gitrepo: Arc::new(Queue::new("gitrepo", Arc::clone(&metrics))),
-            git: gitrepo::GitState::new(mirrors),
+            git: gitrepo::GitState::new(mirrors, connections),
             metrics,
             rollout_waiting: Mutex::new(HashSet::new()),
+            deployment_write_errors: Mutex::new(HashMap::new()),
+            fanout_specs: Mutex::new(HashMap::new()),
             http_addr: std::sync::OnceLock::new(),
             webhook_addr: std::sync::OnceLock::new(),
             agents_changed: tokio::sync::Notify::new(),
+            webhook_refusals: flotilla_runtime::throttle::Throttle::new(
+                std::time::Duration::from_secs(10),
+            ),
             synced: watch::channel(false).0,
             leading: watch::channel(false).0,
         }

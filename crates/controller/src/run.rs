@@ -100,11 +100,12 @@ impl Controller {
 
         let mut tasks = JoinSet::new();
         let mut elector_task = JoinSet::new();
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        });
+        tasks.spawn(flotilla_runtime::serve::serve(
+            listener,
+            router,
+            flotilla_runtime::serve::ServeLimits::default(),
+            "metrics",
+        ));
         if args.webhook_secret.is_some() {
             let listener = tokio::net::TcpListener::bind(args.webhook_addr)
                 .await
@@ -112,11 +113,18 @@ impl Controller {
             let _ = ctx.webhook_addr.set(listener.local_addr()?);
             let router = gitpoll::router(Arc::clone(&ctx));
             tracing::info!(addr = %listener.local_addr()?, "webhook receiver listening");
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "webhook receiver stopped");
-                }
-            });
+            // Webhooks come from the internet: small requests, quick
+            // clients, so tight limits.
+            tasks.spawn(flotilla_runtime::serve::serve(
+                listener,
+                router,
+                flotilla_runtime::serve::ServeLimits {
+                    max_connections: 128,
+                    header_timeout: Duration::from_secs(5),
+                    connection_timeout: Duration::from_secs(30),
+                },
+                "webhook",
+            ));
         }
         let hub = Hub::new(Arc::clone(&ctx));
         let events = futures::stream::select_all(watches(&ctx.client));
@@ -262,7 +270,7 @@ fn resync(ctx: &Context) {
     }
     for b in ctx.bundles.list() {
         let key = ObjectKey::of(&b.metadata);
-        if b.metadata.deletion_timestamp.is_some() {
+        if b.metadata.deletion_timestamp.is_some() || gc::is_orphan(ctx, &b) {
             ctx.gc.add(GcKey::Bundle(key.clone()), "resync");
         } else {
             ctx.fanout.add(FanoutKey::Bundle(key.clone()), "resync");

@@ -203,9 +203,16 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
             let (state, message) = pair_state(ctx, &topo, key, &cluster);
             summary.add(state, &cluster.to_string(), &message);
         }
-        let error = match (topo.bundle_errors.get(key), &rollout.plan) {
-            (Some(e), _) => Some(("InvalidTargets", e.to_string())),
-            (None, Err(e)) => Some(("InvalidRolloutStrategy", e.clone())),
+        let write_error = ctx
+            .deployment_write_errors
+            .lock()
+            .expect("write errors lock")
+            .get(key)
+            .cloned();
+        let error = match (topo.bundle_errors.get(key), &rollout.plan, write_error) {
+            (Some(e), _, _) => Some(("InvalidTargets", e.to_string())),
+            (None, Err(e), _) => Some(("InvalidRolloutStrategy", e.clone())),
+            (None, Ok(_), Some(w)) => Some(("DeploymentWriteFailed", w)),
             _ => None,
         };
         (summary, rollout, error)

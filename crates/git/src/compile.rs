@@ -1,25 +1,25 @@
 //! A commit becomes bundles, recompiling only the bundle directories whose
 //! git tree changed.
 //!
-//! 1. List the commit's tree: paths, blob ids and every directory's tree id.
-//!    No file is read yet, except `.fleetignore` files and symlink targets.
+//! 1. List the commit's tree: paths, blob ids and sizes (from the object
+//!    headers) and every directory's tree id. No file is read yet, except
+//!    symlink targets.
 //! 2. Plan the bundle directories from the paths alone
 //!    ([`flotilla_bundle::plan_dirs`]).
 //! 3. For each directory, a cache key from its tree id and everything else
-//!    its compile depends on. A hit reuses the compiled bundle; a miss reads
-//!    only that directory's files and compiles it.
+//!    its compile depends on. A hit reuses the compiled bundle; a miss
+//!    compiles it, reading only the files it takes (never an ignored one,
+//!    and none before its size was checked against the limits).
 //!
 //! A directory whose subtree holds a symlink may read files outside itself,
 //! so its key also carries the root tree id.
 
 use flotilla_bundle::ignore::FleetIgnore;
-use flotilla_bundle::{BundleError, CompileInput, CompiledBundle, RepoTree};
+use flotilla_bundle::{BlobSource, BundleError, CompileInput, CompiledBundle, RepoTree};
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-const IGNORE_FILE: &str = ".fleetignore";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -39,7 +39,7 @@ pub struct Listing {
     pub symlinks: BTreeMap<String, String>,
     /// Directory path ("" for the root) -> tree id.
     pub dirs: HashMap<String, Oid>,
-    /// Submodules are not followed.
+    /// What was left out and why: submodules, names that are not UTF-8.
     pub skipped: Vec<String>,
 }
 
@@ -53,6 +53,12 @@ pub fn list_commit(repo: &Repository, commit: Oid) -> Result<Listing, git2::Erro
     let mut failure = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
+            // Skipped as `plan` skips it, and said so (a directory is
+            // skipped whole).
+            let name = String::from_utf8_lossy(entry.name_bytes());
+            listing
+                .skipped
+                .push(format!("{dir}{name}: the name is not UTF-8; skipped"));
             return TreeWalkResult::Skip;
         };
         let path = format!("{dir}{name}");
@@ -76,7 +82,9 @@ pub fn list_commit(repo: &Repository, commit: Oid) -> Result<Listing, git2::Erro
             Some(ObjectType::Blob) => {
                 listing.files.insert(path, entry.id());
             }
-            _ => listing.skipped.push(path),
+            _ => listing
+                .skipped
+                .push(format!("{path}: submodules are not followed")),
         }
         TreeWalkResult::Ok
     })?;
@@ -114,6 +122,25 @@ pub struct CompiledCommit {
     pub warnings: Vec<String>,
 }
 
+/// Reads blobs of a repository on demand, by hex id. The repository is
+/// opened again for this thread (a `git2::Repository` is not `Sync`).
+struct OdbBlobs {
+    repo: std::sync::Mutex<Repository>,
+}
+
+impl BlobSource for OdbBlobs {
+    fn read_blob(&self, id: &str) -> Result<Vec<u8>, String> {
+        let oid = Oid::from_str(id).map_err(|e| e.message().to_owned())?;
+        let repo = self
+            .repo
+            .lock()
+            .map_err(|_| "repository lock poisoned".to_owned())?;
+        repo.find_blob(oid)
+            .map(|b| b.content().to_vec())
+            .map_err(|e| e.message().to_owned())
+    }
+}
+
 /// Compiles `commit`, reusing `cache` for unchanged directories.
 pub fn compile_commit(
     repo: &Repository,
@@ -127,23 +154,26 @@ pub fn compile_commit(
     };
     let listing = list_commit(repo, commit).map_err(git)?;
 
-    // The skeleton: every path, but only the bytes planning needs.
-    let mut skeleton = RepoTree::new();
+    // Every path with its size (from the object headers); bytes are read
+    // only when the compile needs them, after their size was checked.
+    let odb = repo.odb().map_err(git)?;
+    let blobs = OdbBlobs {
+        repo: std::sync::Mutex::new(Repository::open_bare(repo.path()).map_err(git)?),
+    };
+    let mut tree = RepoTree::with_source(Arc::new(blobs));
     let mut ignore_files = Vec::new();
     for (path, blob) in &listing.files {
+        let (size, _) = odb.read_header(*blob).map_err(git)?;
+        tree.insert_blob(path, size as u64, blob.to_string());
         if is_ignore_file(path) {
-            let bytes = repo.find_blob(*blob).map_err(git)?.content().to_vec();
-            skeleton.insert_file(path, bytes);
             ignore_files.push(format!("{path}={blob}"));
-        } else {
-            skeleton.insert_file(path, Vec::new());
         }
     }
     for (path, target) in &listing.symlinks {
-        skeleton.insert_symlink(path, target);
+        tree.insert_symlink(path, target);
     }
-    let ignore = FleetIgnore::from_tree(&skeleton);
-    let units = flotilla_bundle::plan_dirs(&skeleton, input.paths, &ignore)?;
+    let ignore = FleetIgnore::from_tree(&tree)?;
+    let units = flotilla_bundle::plan_dirs(&tree, input.paths, &ignore)?;
 
     let common = {
         let mut h = Sha256::new();
@@ -151,8 +181,10 @@ pub fn compile_commit(
         h.update(b"\0");
         h.update(serde_json::to_vec(input.targets).unwrap_or_default());
         h.update(format!(
-            "\0{}\0{}\0",
-            input.limits.max_manifest_bytes, input.limits.max_bundle_bytes
+            "\0{}\0{}\0{}\0",
+            input.limits.max_manifest_bytes,
+            input.limits.max_bundle_bytes,
+            input.limits.max_object_bytes
         ));
         for f in &ignore_files {
             h.update(f.as_bytes());
@@ -167,17 +199,19 @@ pub fn compile_commit(
     let mut reused = 0;
     let mut warnings = Vec::new();
     for unit in &units {
+        // A directory whose subtree holds a symlink may read files outside
+        // itself, so its key carries the root tree id too.
         let has_symlink = listing.symlinks.keys().any(|p| under(p, &unit.dir));
         let mut h = Sha256::new();
         h.update(common);
         h.update(unit.dir.as_bytes());
         h.update(b"\0");
-        let tree = listing
+        let dir_tree = listing
             .dirs
             .get(&unit.dir)
             .copied()
             .unwrap_or(Oid::ZERO_SHA1);
-        h.update(tree.as_bytes());
+        h.update(dir_tree.as_bytes());
         if has_symlink {
             h.update(listing.root.unwrap_or(Oid::ZERO_SHA1).as_bytes());
         }
@@ -193,8 +227,6 @@ pub fn compile_commit(
                 hit.clone()
             }
             None => {
-                let tree =
-                    load(repo, &listing, &unit.dir, &unit.nested, has_symlink).map_err(git)?;
                 let nested: Vec<&str> = unit.nested.iter().map(String::as_str).collect();
                 compiled.push(unit.dir.clone());
                 flotilla_bundle::compile::compile_dir(&tree, &unit.dir, &nested, &ignore, input)?
@@ -208,12 +240,7 @@ pub fn compile_commit(
         next.entries.insert(key, result);
     }
     flotilla_bundle::check_unique_names(bundles.iter().map(|b| (b.name.as_str(), b.dir.as_str())))?;
-    warnings.extend(
-        listing
-            .skipped
-            .iter()
-            .map(|p| format!("{p}: submodules are not followed")),
-    );
+    warnings.extend(listing.skipped.iter().cloned());
     Ok(CompiledCommit {
         bundles,
         compiled,
@@ -224,35 +251,9 @@ pub fn compile_commit(
 }
 
 fn is_ignore_file(path: &str) -> bool {
-    path == IGNORE_FILE || path.ends_with(&format!("/{IGNORE_FILE}"))
+    flotilla_bundle::ignore::is_ignore_file(path)
 }
 
 fn under(path: &str, dir: &str) -> bool {
     dir.is_empty() || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
-}
-
-/// The tree one directory's compile needs: its own files (not those of
-/// nested bundles) with their bytes, the `.fleetignore` files, and, when
-/// symlinks are involved, every file, since a link may point anywhere in
-/// the repository.
-fn load(
-    repo: &Repository,
-    listing: &Listing,
-    dir: &str,
-    nested: &[String],
-    everything: bool,
-) -> Result<RepoTree, git2::Error> {
-    let mut tree = RepoTree::new();
-    for (path, blob) in &listing.files {
-        let wanted = everything
-            || (under(path, dir) && !nested.iter().any(|n| under(path, n)))
-            || is_ignore_file(path);
-        if wanted {
-            tree.insert_file(path, repo.find_blob(*blob)?.content().to_vec());
-        }
-    }
-    for (path, target) in &listing.symlinks {
-        tree.insert_symlink(path, target);
-    }
-    Ok(tree)
 }

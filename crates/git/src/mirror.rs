@@ -14,7 +14,7 @@
 //! waiting at it.
 
 use crate::auth::{Credentials, Tls, known_hosts_match};
-use crate::url::{mirror_key, split};
+use crate::url::{mirror_key, redact, split};
 use git2::{
     AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
     RemoteCallbacks, Repository,
@@ -34,10 +34,6 @@ pub struct Source {
     /// auth when no Secret is named, and never shown.
     pub url: String,
     pub credentials: Credentials,
-    /// Who the credentials belong to (e.g. `namespace/secret`), or empty:
-    /// part of the mirror key, so that a GitRepo never reads a mirror
-    /// fetched with someone else's credentials.
-    pub credentials_id: String,
     pub tls: Tls,
 }
 
@@ -46,7 +42,6 @@ impl std::fmt::Debug for Source {
         f.debug_struct("Source")
             .field("url", &self.display_url())
             .field("credentials", &self.credentials)
-            .field("credentials_id", &self.credentials_id)
             .field("tls", &self.tls)
             .finish()
     }
@@ -60,28 +55,86 @@ impl Source {
         }
     }
 
-    /// The URL as it may be shown.
+    /// The URL as it may be shown: no userinfo, query credentials masked.
     pub fn display_url(&self) -> String {
-        split(&self.url).url
+        redact(&self.url)
     }
 
+    /// The mirror this source reads: one per URL and credentials actually
+    /// used, so a GitRepo never reads what someone else's credentials
+    /// fetched.
     pub fn mirror_key(&self) -> String {
-        mirror_key(&self.url, &self.credentials_id)
+        mirror_key(&self.url, &self.access_digest())
+    }
+
+    /// A digest of what decides what this source may read: the effective
+    /// credentials (a Secret's contents or the URL's userinfo) and the TLS
+    /// trust (a mirror fetched without verification is not shared with
+    /// GitRepos that verify). Never the secrets themselves.
+    pub fn access_digest(&self) -> String {
+        use sha2::Digest;
+        let (_, creds) = self.effective();
+        let mut h = sha2::Sha256::new();
+        let mut part = |label: &str, value: Option<&[u8]>| {
+            h.update(label.as_bytes());
+            match value {
+                Some(v) => {
+                    h.update((v.len() as u64).to_le_bytes());
+                    h.update(v);
+                }
+                None => h.update(b"-"),
+            }
+        };
+        if let Some(b) = &creds.basic {
+            part("user", Some(b.username.as_bytes()));
+            part("password", Some(b.password.as_bytes()));
+        }
+        if let Some(k) = &creds.ssh {
+            part("ssh-user", k.username.as_deref().map(str::as_bytes));
+            part("ssh-key", Some(k.private_key.as_bytes()));
+            part("ssh-passphrase", k.passphrase.as_deref().map(str::as_bytes));
+            part("known-hosts", k.known_hosts.as_deref().map(str::as_bytes));
+        }
+        part("ca", self.tls.ca_bundle.as_deref());
+        part(
+            "insecure",
+            Some(if self.tls.insecure_skip_verify {
+                b"1"
+            } else {
+                b"0"
+            }),
+        );
+        if creds.basic.is_none() && creds.ssh.is_none() && self.tls == Tls::default() {
+            return String::new();
+        }
+        hex::encode(h.finalize())
     }
 
     /// The URL handed to libgit2 (without userinfo) and the credentials
-    /// to answer its challenges with.
+    /// to answer its challenges with. Userinfo counts only when no Secret
+    /// is named: `user:password@`, or a token alone as the user name
+    /// (`https://TOKEN@host/...`, sent with an empty password, as git and
+    /// Fleet send it).
     fn effective(&self) -> (String, Credentials) {
         let s = split(&self.url);
         let mut creds = self.credentials.clone();
-        if creds.basic.is_none()
-            && creds.ssh.is_none()
-            && let Some(password) = s.password.clone()
-        {
-            creds.basic = Some(crate::auth::Basic {
-                username: s.username.clone().unwrap_or_else(|| "git".into()),
-                password,
-            });
+        let is_http = s.url.starts_with("https://") || s.url.starts_with("http://");
+        if creds.basic.is_none() && creds.ssh.is_none() {
+            match (&s.username, &s.password) {
+                (user, Some(password)) => {
+                    creds.basic = Some(crate::auth::Basic {
+                        username: user.clone().unwrap_or_else(|| "git".into()),
+                        password: password.clone(),
+                    });
+                }
+                (Some(token), None) if is_http => {
+                    creds.basic = Some(crate::auth::Basic {
+                        username: token.clone(),
+                        password: String::new(),
+                    });
+                }
+                _ => {}
+            }
         }
         (s.url, creds)
     }
@@ -93,8 +146,16 @@ impl Source {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        if let Some(p) = split(&self.url).password {
+        let s = split(&self.url);
+        if let Some(p) = s.password {
             out.push(p);
+        }
+        if self.url.contains("://")
+            && !self.url.starts_with("ssh://")
+            && let Some(u) = s.username
+        {
+            // A token given as the user name.
+            out.push(u);
         }
         out
     }
@@ -247,6 +308,15 @@ impl Mirrors {
     /// Opens (creating if needed) the mirror of `source`, for reading.
     pub fn open(&self, source: &Source) -> Result<Repository, GitError> {
         open_or_init(&self.path(source)).map_err(|e| other(source, &e))
+    }
+
+    /// Proves that this source's credentials can still read the remote
+    /// (an ls-remote whose listing is dropped). A pinned commit the mirror
+    /// already holds needs no fetch, but a GitRepo that has not read it
+    /// before must pass this first: the mirror may hold it because of an
+    /// earlier GitRepo, and access may have been revoked since.
+    pub async fn authorize(&self, source: &Source) -> Result<(), GitError> {
+        self.ls_remote(source).await.map(|_| ())
     }
 
     /// Connects and lists the remote's refs: no objects are transferred.

@@ -3,6 +3,8 @@
 //! election), and the real kubectl. One binary, to keep builds short.
 
 mod controllers;
+mod fuzz;
+mod hostile;
 mod kubectl;
 mod support;
 mod verbs;

@@ -52,6 +52,7 @@ fn compile_sample(
             paths: &paths,
             targets: &targets,
             limits: Limits::default(),
+            deadline: None,
         },
     )
 }
@@ -277,8 +278,11 @@ fn kustomize_failure_carries_stderr() {
     let mut content = crate::BundleContent::default();
     content.files.insert(
         "kustomization.yaml".into(),
-        b"resources: [missing.yaml]\n".to_vec(),
+        b"resources: [broken.yaml]\n".to_vec(),
     );
+    content
+        .files
+        .insert("broken.yaml".into(), b"kind: [unclosed\n".to_vec());
     let err = render_objects(
         &content,
         &Default::default(),
@@ -292,7 +296,7 @@ fn kustomize_failure_carries_stderr() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("missing.yaml"),
+        err.to_string().contains("broken.yaml"),
         "stderr is carried: {err}"
     );
 }
@@ -342,18 +346,19 @@ fn size_limits_name_the_offender() {
                 paths: &paths,
                 targets: &t,
                 limits,
+                deadline: None,
             },
         )
     };
     let err = compile(Limits {
         max_manifest_bytes: 1000,
-        max_bundle_bytes: 1 << 20,
+        ..Limits::default()
     })
     .unwrap_err();
     assert!(err.to_string().starts_with("app/big.yaml:"), "{err}");
     let err = compile(Limits {
-        max_manifest_bytes: 1 << 20,
         max_bundle_bytes: 1500,
+        ..Limits::default()
     })
     .unwrap_err();
     assert!(err.to_string().starts_with("bundle r-app:"), "{err}");

@@ -14,18 +14,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn cm(name: &str, v: &str) -> String {
+pub fn cm(name: &str, v: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{v}\"\n")
 }
 
-fn git_args(tmp: &TempDir) -> ControllerArgs {
+pub fn git_args(tmp: &TempDir) -> ControllerArgs {
     ControllerArgs {
         git_dir: tmp.path().join("mirrors"),
         ..args()
     }
 }
 
-fn gitrepo(name: &str, url: &str, spec: serde_json::Value) -> GitRepo {
+pub fn gitrepo(name: &str, url: &str, spec: serde_json::Value) -> GitRepo {
     let mut s = json!({"repo": url});
     s.as_object_mut()
         .unwrap()
@@ -39,7 +39,7 @@ fn gitrepo(name: &str, url: &str, spec: serde_json::Value) -> GitRepo {
     .unwrap()
 }
 
-async fn bundles_of(client: &kube::Client, repo: &str) -> BTreeMap<String, Bundle> {
+pub async fn bundles_of(client: &kube::Client, repo: &str) -> BTreeMap<String, Bundle> {
     let api: Api<Bundle> = Api::namespaced(client.clone(), NS);
     api.list(&kube::api::ListParams::default().labels(&format!("{}={repo}", keys::REPO_NAME)))
         .await
@@ -50,7 +50,7 @@ async fn bundles_of(client: &kube::Client, repo: &str) -> BTreeMap<String, Bundl
         .collect()
 }
 
-async fn get_repo(client: &kube::Client, name: &str) -> Option<GitRepo> {
+pub async fn get_repo(client: &kube::Client, name: &str) -> Option<GitRepo> {
     Api::<GitRepo>::namespaced(client.clone(), NS)
         .get_opt(name)
         .await
@@ -58,7 +58,7 @@ async fn get_repo(client: &kube::Client, name: &str) -> Option<GitRepo> {
 }
 
 /// The Ready condition as (status, reason, message).
-fn ready(r: &GitRepo) -> Option<(String, String, String)> {
+pub fn ready(r: &GitRepo) -> Option<(String, String, String)> {
     r.status
         .as_ref()?
         .conditions
@@ -67,7 +67,7 @@ fn ready(r: &GitRepo) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_ready(client: &kube::Client, name: &str, commit: &str) -> GitRepo {
+pub async fn wait_ready(client: &kube::Client, name: &str, commit: &str) -> GitRepo {
     eventually(&format!("{name} Ready at {commit}"), || async {
         let r = get_repo(client, name).await?;
         let s = r.status.as_ref()?;
@@ -78,13 +78,13 @@ async fn wait_ready(client: &kube::Client, name: &str, commit: &str) -> GitRepo 
 }
 
 /// Creates a GitRepo and waits until it is Ready at `commit`.
-async fn deploy(client: &kube::Client, repo: GitRepo, commit: &str) -> GitRepo {
+pub async fn deploy(client: &kube::Client, repo: GitRepo, commit: &str) -> GitRepo {
     let name = repo.metadata.name.clone().unwrap();
     create(client, &repo).await;
     wait_ready(client, &name, commit).await
 }
 
-async fn wait_reason(client: &kube::Client, name: &str, reason: &str) -> GitRepo {
+pub async fn wait_reason(client: &kube::Client, name: &str, reason: &str) -> GitRepo {
     eventually(&format!("{name} not Ready: {reason}"), || async {
         let r = get_repo(client, name).await?;
         ready(&r)

@@ -7,5 +7,6 @@ mod fanout;
 mod gc;
 mod gitrepo;
 mod ha;
+mod hostile;
 mod steady;
 mod support;

@@ -68,6 +68,8 @@ pub fn args() -> ControllerArgs {
     ControllerArgs {
         leader_elect: false,
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        // The tests read local repositories.
+        allow_file_repos: true,
         ..ControllerArgs::default()
     }
 }

@@ -56,8 +56,9 @@ async fn sync_fetches_once_per_commit_and_shares_the_mirror() {
     );
 
     // Other credentials never share a mirror.
+    let data: BTreeMap<String, Vec<u8>> = [("password".to_owned(), b"team-b".to_vec())].into();
     let other = Source {
-        credentials_id: "team-b/secret".into(),
+        credentials: Credentials::from_secret(None, &data).unwrap(),
         ..src.clone()
     };
     assert_ne!(m.path(&other), m.path(&src));
@@ -143,7 +144,6 @@ async fn basic_auth_over_http_and_no_secret_in_errors() {
     let good = Source {
         url: server.url("app"),
         credentials: creds("hunter2"),
-        credentials_id: "ns/good".into(),
         ..Default::default()
     };
     let s = m.sync(&good, &branch("main"), None).await.unwrap();
@@ -151,7 +151,6 @@ async fn basic_auth_over_http_and_no_secret_in_errors() {
 
     let bad = Source {
         credentials: creds("wrong-password"),
-        credentials_id: "ns/bad".into(),
         ..good.clone()
     };
     let e = m.ls_remote(&bad).await.unwrap_err();
@@ -178,12 +177,103 @@ async fn basic_auth_over_http_and_no_secret_in_errors() {
     assert!(!e.contains("hunter2"), "{e}");
 }
 
+/// A token given as the URL's user name (`https://TOKEN@host/...`, as
+/// GitHub users write it) authenticates, with an empty password, and
+/// never shows.
+#[tokio::test]
+async fn a_token_as_the_url_user_name_authenticates() {
+    let tmp = TempDir::new("flotilla-git-token");
+    let root = tmp.path().join("srv");
+    let repo = TestRepo::init(&root.join("app"), "main");
+    repo.write("cm.yaml", &cm("a", "1"));
+    let c1 = repo.commit("one");
+    let server = HttpGitServer::start(&root, "ghp_t0ken", "");
+    let m = mirrors(&tmp);
+    let src = Source::public(format!("http://ghp_t0ken@127.0.0.1:{}/app", server.port));
+    assert_eq!(src.display_url(), server.url("app"));
+    assert!(!format!("{src:?}").contains("ghp_t0ken"));
+    let refs = m.ls_remote(&src).await.unwrap();
+    assert_eq!(refs.pick(&branch("main")).unwrap().0, c1);
+    let e = m.sync(&src, &branch("nope"), None).await.unwrap_err();
+    assert!(!e.to_string().contains("ghp_t0ken"), "{e}");
+}
+
+/// Credentials given in the URL are part of the mirror key: a GitRepo with
+/// the same URL and no credentials, pinning a commit the credentialed
+/// mirror holds, does not get it without authenticating.
+#[tokio::test]
+async fn mirrors_are_keyed_by_the_credentials_actually_used() {
+    let tmp = TempDir::new("flotilla-git-key");
+    let root = tmp.path().join("srv");
+    let repo = TestRepo::init(&root.join("private"), "main");
+    repo.write("cm.yaml", &cm("secret", "1"));
+    let c1 = repo.commit("one");
+    let server = HttpGitServer::start(&root, "bob", "hunter2");
+    let m = mirrors(&tmp);
+    let pinned = Want::Revision(c1.to_string());
+    let owner = Source::public(format!(
+        "http://bob:hunter2@127.0.0.1:{}/private",
+        server.port
+    ));
+    let s = m.sync(&owner, &pinned, None).await.unwrap();
+    assert_eq!((s.commit, s.fetched), (c1, true));
+
+    let intruder = Source::public(server.url("private"));
+    assert_ne!(m.path(&intruder), m.path(&owner), "no shared mirror");
+    let e = m.sync(&intruder, &pinned, None).await.unwrap_err();
+    assert_eq!(e.reason(), "AuthenticationFailed", "{e}");
+    let e = m.authorize(&intruder).await.unwrap_err();
+    assert_eq!(e.reason(), "AuthenticationFailed", "{e}");
+
+    // The owner is re-authorized against the remote before a new use of
+    // the commit it holds; with the remote gone, that fails.
+    m.authorize(&owner).await.unwrap();
+    drop(server);
+    assert!(m.authorize(&owner).await.is_err());
+    let offline = m.sync(&owner, &pinned, None).await.unwrap();
+    assert!(
+        !offline.fetched,
+        "sync alone needs no network for a held commit"
+    );
+}
+
+/// Size checks come from the object headers, before any blob is read: a
+/// huge ignored file compiles fine, the same file not ignored is refused
+/// naming it.
+#[tokio::test]
+async fn blob_sizes_are_checked_before_reading_and_ignored_blobs_are_skipped() {
+    let tmp = TempDir::new("flotilla-git-size");
+    let repo = TestRepo::init(&tmp.path().join("origin"), "main");
+    repo.write("app/cm.yaml", &cm("a", "1"));
+    repo.write("app/huge.yaml", &"#".repeat(24 << 20));
+    repo.write("app/.fleetignore", "huge.yaml\n");
+    let c1 = repo.commit("ignored");
+    let m = mirrors(&tmp);
+    let src = Source::public(repo.url());
+    m.sync(&src, &branch("main"), None).await.unwrap();
+    let git = m.open(&src).unwrap();
+    let paths = vec!["app".to_owned()];
+    let out = compile_commit(&git, c1, &input(&paths), &CompileCache::default()).unwrap();
+    assert_eq!(out.bundles[0].content.files.len(), 1);
+
+    repo.remove("app/.fleetignore");
+    let c2 = repo.commit("not ignored");
+    m.sync(&src, &branch("main"), None).await.unwrap();
+    let git = m.open(&src).unwrap();
+    let err = compile_commit(&git, c2, &input(&paths), &CompileCache::default()).unwrap_err();
+    assert!(
+        err.to_string().starts_with("app/huge.yaml: 25165824 bytes"),
+        "{err}"
+    );
+}
+
 fn input<'a>(paths: &'a [String]) -> CompileInput<'a> {
     CompileInput {
         repo_name: "shop",
         paths,
         targets: &[],
         limits: Limits::default(),
+        deadline: None,
     }
 }
 
