@@ -346,10 +346,20 @@ async fn prepare(
         desired.push(obj);
     }
     desired.sort_by_key(|o| Member::of(o).map(|m| phase(&m.key)));
+    let members = Inventory::new(members.into_values());
+    // The inventory is one ConfigMap: the API server refuses it past 1 MiB.
+    let size = members.encode().len();
+    if size > flotilla_bundle::limits::MAX_CONFIG_DATA_BYTES - INVENTORY_HEADROOM {
+        return Err(Prepare::Invalid(format!(
+            "the inventory of {} objects is {size} bytes, over the {} a ConfigMap may hold (less {INVENTORY_HEADROOM} for its metadata); split the bundle",
+            desired.len(),
+            flotilla_bundle::limits::MAX_CONFIG_DATA_BYTES
+        )));
+    }
     let deployed = Arc::new(Deployed {
         deployment_id: bd.spec.deployment_id.clone(),
         desired,
-        members: Inventory::new(members.into_values()),
+        members,
     });
     inner
         .deployed
@@ -358,6 +368,9 @@ async fn prepare(
         .insert(name, Arc::clone(&deployed));
     Ok(deployed)
 }
+
+/// Room left in the inventory ConfigMap for its labels and annotations.
+const INVENTORY_HEADROOM: usize = 16 * 1024;
 
 /// The CRDs a bundle defines: (group, kind) -> cluster-scoped.
 fn crd_scopes(files: &BundleContent) -> BTreeMap<(String, String), bool> {

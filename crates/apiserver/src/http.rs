@@ -930,3 +930,20 @@ fn translate(f: &Filter, rt: &ResourceType, e: &Event) -> Option<(&'static str, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_exactly_and_only() {
+        let t = crate::server::new_token();
+        assert!(token_matches(&t, &t));
+        assert!(!token_matches(&t[..63], &t));
+        assert!(!token_matches(&format!("{t}0"), &t));
+        let mut flipped = t.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        assert!(!token_matches(std::str::from_utf8(&flipped).unwrap(), &t));
+        assert_ne!(crate::server::new_token(), t, "fresh each time");
+    }
+}

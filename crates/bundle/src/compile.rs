@@ -416,9 +416,25 @@ fn check_stored_sizes(
             why: "of one stored object (its Content, gzipped and base64-encoded, as etcd would store it)".into(),
         });
     }
-    let bundle_bytes = serde_json::to_vec(spec).map_or(0, |v| v.len())
-        + serde_json::to_vec(labels).map_or(0, |v| v.len())
-        + OBJECT_OVERHEAD_BYTES;
+    // A BundleDeployment carries its options twice (applied and staged),
+    // a target customization's merged over the bundle's.
+    let options = json_len(&spec.options)
+        + spec
+            .target_customizations
+            .iter()
+            .map(|c| json_len(&c.options))
+            .max()
+            .unwrap_or(0);
+    let deployment_bytes = 2 * options + OBJECT_OVERHEAD_BYTES;
+    if deployment_bytes > limits.max_object_bytes {
+        return Err(BundleError::ObjectTooLarge {
+            what: format!("bundle {name}"),
+            size: deployment_bytes,
+            limit: limits.max_object_bytes,
+            why: "of one stored object (each BundleDeployment carries the options, values included, twice: applied and staged)".into(),
+        });
+    }
+    let bundle_bytes = json_len(spec) + json_len(labels) + OBJECT_OVERHEAD_BYTES;
     if bundle_bytes > limits.max_object_bytes {
         return Err(BundleError::ObjectTooLarge {
             what: format!("bundle {name}"),
@@ -429,6 +445,11 @@ fn check_stored_sizes(
         });
     }
     Ok(())
+}
+
+/// The length of a value's JSON.
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(0, |v| v.len())
 }
 
 pub fn is_manifest_file(path: &str) -> bool {

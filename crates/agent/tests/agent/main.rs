@@ -514,3 +514,77 @@ async fn the_agent_survives_a_downstream_api_server_restart() {
     .await;
     agent.stop().await;
 }
+
+/// What the agent is handed is checked again when it renders, after the
+/// customizations were merged: an option that would reach `helm` as a
+/// flag, a kustomization that leaves the bundle, and an inventory too
+/// large for its ConfigMap are each a RenderFailed condition naming the
+/// reason, and nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_options_and_oversized_bundles_are_refused_when_rendered() {
+    let (_m, mgmt) = management().await;
+    let down_server = server();
+    let down = kube::Client::new(down_server.router(), "default");
+    let agent = start(&mgmt, &down, config()).await;
+    let refused = |name: &'static str| {
+        let mgmt = mgmt.clone();
+        async move {
+            eventually(&format!("{name} RenderFailed"), || async {
+                let b = bd(&mgmt, name).await?;
+                b.status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Deployed" && c.reason == "RenderFailed")
+            })
+            .await
+            .message
+        }
+    };
+
+    let chart = files(&[(
+        "Chart.yaml",
+        "apiVersion: v2\nname: c\nversion: 1.0.0\n".into(),
+    )]);
+    let injected = BundleDeploymentOptions {
+        helm: Some(flotilla_api::HelmOptions {
+            release_name: Some("--post-renderer=/bin/sh".into()),
+            ..Default::default()
+        }),
+        ..opts()
+    };
+    deploy(&mgmt, "injected", &chart, injected).await;
+    let m = refused("injected").await;
+    assert!(m.contains("helm.releaseName"), "{m}");
+
+    let escaping = files(&[(
+        "kustomization.yaml",
+        "resources: [../../../../etc/kubernetes]\n".into(),
+    )]);
+    deploy(&mgmt, "escaping", &escaping, opts()).await;
+    let m = refused("escaping").await;
+    assert!(m.contains("escapes the bundle"), "{m}");
+
+    let many: Vec<(String, String)> = (0..5)
+        .map(|f| {
+            let docs: String = (0..1000)
+                .map(|i| configmap(&format!("{}-{f}-{i}", "x".repeat(200)), "big", "1") + "---\n")
+                .collect();
+            (format!("many-{f}.yaml"), docs)
+        })
+        .collect();
+    let many: Vec<(&str, String)> = many.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+    deploy(&mgmt, "huge", &files(&many), opts()).await;
+    let m = refused("huge").await;
+    assert!(m.contains("the inventory of 5000 objects"), "{m}");
+
+    let cms: kube::Api<flotilla_api::k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(down.clone(), "big");
+    assert!(
+        cms.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    agent.stop().await;
+}

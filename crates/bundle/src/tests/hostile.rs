@@ -350,3 +350,19 @@ fn a_fleet_yaml_that_is_not_utf8_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn values_too_large_for_a_bundledeployment_are_refused_when_compiled() {
+    let mut tree = RepoTree::new();
+    tree.insert_file(
+        "fleet.yaml",
+        format!("helm:\n  values:\n    blob: {}\n", noise(800_000, 7)),
+    );
+    tree.insert_file("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\n");
+    let err = refused(compile(&tree));
+    let text = err.to_string();
+    assert!(
+        text.starts_with("bundle r:") && text.contains("BundleDeployment"),
+        "{text}"
+    );
+}

@@ -256,9 +256,11 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
                 if result.is_ok() && want.pinned_commit().is_some() {
                     st.authorized = Some(fingerprint.clone());
                 }
-                if result.is_err() {
+                match &result {
+                    // The remote answered: an earlier poll's error is old news.
+                    Ok(_) => st.poll_error = None,
                     // The retry must fetch again, not settle for the old head.
-                    st.poke = true;
+                    Err(_) => st.poke = true,
                 }
                 Commit::Fetched(result)
             }

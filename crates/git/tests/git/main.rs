@@ -386,3 +386,37 @@ async fn incremental_equals_a_full_compile() {
             .cache;
     }
 }
+
+/// A name that is not UTF-8 is skipped and said so, as `plan` does, not
+/// dropped silently (with its whole directory).
+#[tokio::test]
+async fn non_utf8_names_in_a_commit_are_reported() {
+    let tmp = TempDir::new("flotilla-git-utf8");
+    let path = tmp.path().join("origin");
+    let repo = flotilla_git::git2::Repository::init(&path).unwrap();
+    let blob = repo.blob(cm("a", "1").as_bytes()).unwrap();
+    let mut dir = repo.treebuilder(None).unwrap();
+    dir.insert(&b"ok.yaml"[..], blob, 0o100644).unwrap();
+    dir.insert(&b"bad-\xff.yaml"[..], blob, 0o100644).unwrap();
+    let dir = dir.write().unwrap();
+    let mut root = repo.treebuilder(None).unwrap();
+    root.insert("app", dir, 0o040000).unwrap();
+    let root = repo.find_tree(root.write().unwrap()).unwrap();
+    let sig = flotilla_git::git2::Signature::now("t", "t@example.com").unwrap();
+    let commit = repo
+        .commit(Some("HEAD"), &sig, &sig, "one", &root, &[])
+        .unwrap();
+    let paths = vec!["app".to_owned()];
+    let out = compile_commit(&repo, commit, &input(&paths), &CompileCache::default()).unwrap();
+    assert_eq!(
+        out.bundles[0].content.files.keys().collect::<Vec<_>>(),
+        ["ok.yaml"]
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.starts_with("app/bad-") && w.contains("not UTF-8")),
+        "{:?}",
+        out.warnings
+    );
+}
