@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A Git smart-HTTP server for tests: `git http-backend` behind basic auth.
 
-usage: serve.py ROOT USER PASSWORD
-Serves the repositories under ROOT on 127.0.0.1 at a free port, printing
+usage: serve.py ROOT USER PASSWORD [PORT]
+Serves the repositories under ROOT on 127.0.0.1 at PORT (a free one by
+default), printing
 the port on the first line of stdout. Every request must carry
 USER:PASSWORD as basic auth, or it gets 401. Counts nothing, logs nothing.
 """
@@ -69,6 +70,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_POST = handle_any
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+PORT = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+http.server.ThreadingHTTPServer.allow_reuse_address = True
+server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -272,6 +272,15 @@ async fn prepare(
     };
     let files = BundleContent::from_gzip(&content.spec.content.0)
         .map_err(|e| Prepare::Invalid(format!("Content {}: {e}", bd.spec.content_id)))?;
+    // Contents are shared and cluster-scoped: one is deployed only if it
+    // holds what its name (the sha256 of its files) says.
+    if files.content_id() != bd.spec.content_id {
+        return Err(Prepare::Invalid(format!(
+            "Content {} does not hold what its name says (its files hash to {}); refusing it",
+            bd.spec.content_id,
+            files.content_id()
+        )));
+    }
     let labels = BTreeMap::from([
         (keys::PART_OF.to_owned(), parent.id.clone()),
         (keys::BUNDLE_DEPLOYMENT.to_owned(), name.clone()),

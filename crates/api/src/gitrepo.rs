@@ -49,9 +49,23 @@ pub struct GitRepoSpec {
     /// Secret with the credentials for the repository (basic auth or ssh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_name: Option<String>,
-    /// Secret with the credentials for private Helm repositories.
+    /// Secret with the credentials for private Helm repositories and OCI
+    /// registries (`username`, `password`, `cacerts`, `insecureSkipVerify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm_secret_name: Option<String>,
+    /// Secret whose key `secrets-path.yaml` maps bundle paths to their own
+    /// Helm credentials (`username`, `password`, `caBundle`,
+    /// `insecureSkipVerify`); it takes precedence over `helmSecretName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_secret_name_for_paths: Option<String>,
+    /// Credentials are sent only to chart sources whose URL matches this
+    /// regular expression (unanchored, as in Fleet).
+    #[serde(
+        default,
+        rename = "helmRepoURLRegex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub helm_repo_url_regex: Option<String>,
     /// PEM CA bundle to verify the repository's TLS certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::optional_base64_bytes")]

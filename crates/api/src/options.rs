@@ -101,6 +101,10 @@ pub struct HelmOptions {
     pub disable_dns: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_schema_validation: bool,
+    /// Use the chart's `charts/` directory as it is: its dependencies are
+    /// not resolved when the bundle is compiled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_dependency_update: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

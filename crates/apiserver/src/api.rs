@@ -866,10 +866,17 @@ impl Api {
                             ),
                         ));
                     }
-                    // One operation at a time, each result bounded in
-                    // depth: repeated adds cannot build a value so deep
-                    // that cloning or dropping it overflows the stack.
+                    // One operation at a time, each bounded in depth where
+                    // it wrote: repeated adds cannot build a value so deep
+                    // that cloning or dropping it overflows the stack. Only
+                    // the value written is walked, not the whole object.
                     for op in ops.0 {
+                        let writes = !matches!(
+                            op,
+                            json_patch::PatchOperation::Remove(_)
+                                | json_patch::PatchOperation::Test(_)
+                        );
+                        let path = op.path().to_string();
                         json_patch::patch(&mut patched, &[op]).map_err(|e| {
                             ApiError::invalid(
                                 &rt.kind,
@@ -877,7 +884,7 @@ impl Api {
                                 &[("", format!("the JSON patch could not be applied: {e}"))],
                             )
                         })?;
-                        if crate::limits::exceeds_depth(&patched, crate::limits::MAX_OBJECT_DEPTH) {
+                        if writes && crate::limits::written_too_deep(&patched, &path) {
                             return Err(crate::limits::too_deep());
                         }
                     }

@@ -39,6 +39,8 @@ pub struct HttpConfig {
     /// How long a watcher whose buffer is full may keep the server waiting
     /// before it is closed (its client resumes from its last version).
     pub slow_watcher_timeout: Duration,
+    /// Encoded events waiting for their clients, over all watches.
+    pub watch_buffer_total_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +53,7 @@ impl Default for HttpConfig {
             max_watches: 10_000,
             watch_buffer_bytes: 1 << 20,
             slow_watcher_timeout: Duration::from_secs(10),
+            watch_buffer_total_bytes: 256 << 20,
         }
     }
 }
@@ -60,6 +63,9 @@ pub struct Shared {
     pub config: HttpConfig,
     /// Watches open now.
     pub watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of watch events waiting for their clients, over all watches
+    /// (`HttpConfig::watch_buffer_total_bytes`).
+    pub watch_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 /// One watch's way to its client: a bounded channel whose items also hold
@@ -68,12 +74,20 @@ pub struct Shared {
 /// after `slow` rather than buffering without end (kube-apiserver's cacher
 /// closes unresponsive watchers the same way).
 struct WatchOut {
-    tx: mpsc::Sender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    tx: mpsc::Sender<(Bytes, Option<Permits>)>,
     budget: Arc<tokio::sync::Semaphore>,
+    /// Shared by every watch of the server.
+    total: Arc<tokio::sync::Semaphore>,
     max_permits: u32,
     slow: Duration,
     resource: String,
 }
+
+/// A watch event's share of its watcher's and of the server's buffers.
+type Permits = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// Why a watch stopped sending.
 enum Stop {
@@ -87,12 +101,16 @@ impl WatchOut {
             .unwrap_or(u32::MAX)
             .clamp(1, self.max_permits);
         let wait = async {
-            let permit = Arc::clone(&self.budget)
+            let own = Arc::clone(&self.budget)
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| Stop::Closed)?;
+            let shared = Arc::clone(&self.total)
                 .acquire_many_owned(want)
                 .await
                 .map_err(|_| Stop::Closed)?;
             self.tx
-                .send((bytes, permit))
+                .send((bytes, Some((own, shared))))
                 .await
                 .map_err(|_| Stop::Closed)
         };
@@ -100,6 +118,16 @@ impl WatchOut {
             Ok(r) => r,
             Err(_) => {
                 tracing::info!(resource = %self.resource, "forcing a watcher closed: its client stopped reading");
+                // Its client resumes from its last resourceVersion, or
+                // relists: say so, if there is room for one more line.
+                let status = ApiError::gone(
+                    "the watcher's client stopped reading and was closed; watch again from the last resourceVersion",
+                )
+                .status();
+                let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status}))
+                    .unwrap_or_default();
+                line.push(b'\n');
+                let _ = self.tx.try_send((Bytes::from(line), None));
                 Err(Stop::Slow)
             }
         }
@@ -746,9 +774,13 @@ fn watch(
     let interval = shared.config.bookmark_interval;
     let (tx, rx) = mpsc::channel(64);
     let max_permits = u32::try_from(shared.config.watch_buffer_bytes.max(1)).unwrap_or(u32::MAX);
+    let total = Arc::clone(&shared.watch_buffers);
+    let max_permits = max_permits
+        .min(u32::try_from(shared.config.watch_buffer_total_bytes.max(1)).unwrap_or(u32::MAX));
     let tx = WatchOut {
         tx,
         budget: Arc::new(tokio::sync::Semaphore::new(max_permits as usize)),
+        total,
         max_permits,
         slow: shared.config.slow_watcher_timeout,
         resource: rt.plural.clone(),
@@ -890,7 +922,7 @@ fn watch(
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
-            .map(|(b, _permit)| (Ok::<_, std::convert::Infallible>(b), rx))
+            .map(|(b, _permits)| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     Ok(Response::builder()
         .status(200)

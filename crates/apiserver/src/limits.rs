@@ -42,6 +42,24 @@ pub fn exceeds_depth(v: &Value, limit: usize) -> bool {
     walk(v, limit)
 }
 
+/// Whether the value a JSON patch operation wrote at `pointer` (`-`, an
+/// append, meaning the array's last item) reaches past the depth limit.
+/// Walks only that value, at most the remaining depth.
+pub fn written_too_deep(doc: &Value, pointer: &str) -> bool {
+    let segments = pointer.split('/').skip(1).count();
+    if segments > MAX_OBJECT_DEPTH {
+        return true;
+    }
+    let target = match pointer.strip_suffix("/-") {
+        Some(parent) => doc
+            .pointer(parent)
+            .and_then(Value::as_array)
+            .and_then(|a| a.last()),
+        None => doc.pointer(pointer),
+    };
+    target.is_some_and(|v| exceeds_depth(v, MAX_OBJECT_DEPTH - segments))
+}
+
 /// The 400 a body or patch result deeper than the limit gets.
 pub fn too_deep() -> ApiError {
     ApiError::bad_request(format!(
@@ -75,5 +93,18 @@ mod tests {
         assert!(!exceeds_depth(&nested(100), 100));
         assert!(exceeds_depth(&nested(101), 100));
         assert!(exceeds_depth(&json!([[[[1]]]]), 3));
+    }
+
+    #[test]
+    fn a_written_value_is_checked_where_it_lands() {
+        let mut doc = json!({"a": {"list": []}});
+        assert!(!written_too_deep(&doc, "/a"));
+        doc["a"]["deep"] = nested(98);
+        assert!(!written_too_deep(&doc, "/a/deep"), "2 + 98 levels");
+        doc["a"]["deep"] = nested(99);
+        assert!(written_too_deep(&doc, "/a/deep"), "2 + 99 levels");
+        doc["a"]["list"] = json!([1, nested(120)]);
+        assert!(written_too_deep(&doc, "/a/list/-"));
+        assert!(!written_too_deep(&doc, "/missing"));
     }
 }

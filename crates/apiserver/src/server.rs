@@ -23,6 +23,8 @@ pub struct Server {
     gc: tokio::task::JoinHandle<()>,
     /// Open watches, over every router of this server.
     watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Watch events waiting for their clients, over every router.
+    watch_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Server {
@@ -57,11 +59,15 @@ impl Server {
     pub fn with_store(store: Arc<dyn Store>, config: HttpConfig) -> Self {
         let api = Api::new(store);
         let gc = crate::gc::spawn(api.clone());
+        let watch_buffers = Arc::new(tokio::sync::Semaphore::new(
+            config.watch_buffer_total_bytes.max(1),
+        ));
         Server {
             api,
             config,
             gc,
             watches: Default::default(),
+            watch_buffers,
         }
     }
 
@@ -76,6 +82,7 @@ impl Server {
             api: self.api.clone(),
             config: self.config.clone(),
             watches: Arc::clone(&self.watches),
+            watch_buffers: Arc::clone(&self.watch_buffers),
         }))
     }
 

@@ -633,14 +633,21 @@ mod tests {
             }
             json!({"metadata": {"name": "deep"}, "data": v})
         };
-        for snapshot_every in [1000, 2] {
+        for (snapshot_every, deep_last) in [(1000, false), (2, false), (1000, true)] {
             let dir = temp_dir("quarantine");
+            let deep_rv;
             {
                 let s = MemoryStore::open(&dir, 100, snapshot_every).unwrap();
                 s.create(&key("a", "before"), cm("1")).unwrap();
-                s.create(&key("a", "deep"), deep(200)).unwrap();
-                s.create(&key("a", "after"), cm("2")).unwrap();
-                s.create(&key("a", "last"), cm("3")).unwrap();
+                if !deep_last {
+                    deep_rv = resource_version(&s.create(&key("a", "deep"), deep(200)).unwrap());
+                    s.create(&key("a", "after"), cm("2")).unwrap();
+                    s.create(&key("a", "last"), cm("3")).unwrap();
+                } else {
+                    s.create(&key("a", "after"), cm("2")).unwrap();
+                    s.create(&key("a", "last"), cm("3")).unwrap();
+                    deep_rv = resource_version(&s.create(&key("a", "deep"), deep(200)).unwrap());
+                }
                 for _ in 0..200 {
                     if !s.snapshotting.load(Ordering::Acquire) {
                         break;
@@ -660,8 +667,12 @@ mod tests {
                 .expect("a quarantine directory")
                 .collect();
             assert!(!quarantined.is_empty(), "{snapshot_every}");
-            // Writes go on after it.
-            s.create(&key("a", "new"), cm("4")).unwrap();
+            // Writes go on after it, and no version is handed out twice.
+            let next = s.create(&key("a", "new"), cm("4")).unwrap();
+            assert!(
+                resource_version(&next) > deep_rv,
+                "{snapshot_every} {deep_last}"
+            );
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

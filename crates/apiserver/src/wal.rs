@@ -316,8 +316,18 @@ impl Wal {
                     Ok(()) => replayed += 1,
                     Err(e) if i == last && n + 1 == frames.len() && bad.is_none() => {
                         // A final record that frames well but does not
-                        // parse: treat it as torn too.
-                        rec.warnings.push(format!("{}: {e}", path.display()));
+                        // parse: treat it as torn too, keeping a copy.
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let q = quarantine(dir, &format!("{stem}-{n}"), f)?;
+                        rec.version = rec.version.max(rv_hint(f).unwrap_or(0));
+                        rec.warnings.push(format!(
+                            "{}: {e}; the last record was cut off (a copy is in {})",
+                            path.display(),
+                            q.display()
+                        ));
                         let offset: usize = frames[..n].iter().map(|f| f.len() + 8).sum::<usize>();
                         good_end = Some(offset);
                     }
@@ -331,6 +341,8 @@ impl Wal {
                             .map(|s| s.to_string_lossy().into_owned())
                             .unwrap_or_default();
                         let q = quarantine(dir, &format!("{stem}-{n}"), f)?;
+                        // Its version stays used: none is handed out twice.
+                        rec.version = rec.version.max(rv_hint(f).unwrap_or(0));
                         rec.warnings.push(format!(
                             "{}: record {n}: {e}; quarantined to {} and skipped (the object keeps its previous state)",
                             path.display(),
@@ -404,6 +416,21 @@ impl Wal {
         self.records = 0;
         Ok(())
     }
+}
+
+/// The resourceVersion of a record too damaged to parse: its top-level
+/// `"rv":N`, which serde_json writes just before `"type"` (keys sorted).
+fn rv_hint(payload: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let at = text.rfind(",\"rv\":")? + 6;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    text[at + digits.len()..]
+        .starts_with(",\"type\":")
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// Applies one logged write to the recovered state.

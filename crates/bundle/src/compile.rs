@@ -102,6 +102,8 @@ pub struct CompiledBundle {
     pub dir: String,
     pub kind: BundleKind,
     pub labels: BTreeMap<String, String>,
+    /// Annotations the Bundle carries (the charts it resolved, say).
+    pub annotations: BTreeMap<String, String>,
     pub spec: BundleSpec,
     pub content: BundleContent,
     pub warnings: Vec<String>,
@@ -372,6 +374,7 @@ pub fn compile_dir(
         dir: dir.to_owned(),
         kind,
         labels,
+        annotations: BTreeMap::new(),
         spec,
         content,
         warnings,

@@ -87,7 +87,10 @@ pub fn check_options(options: &BundleDeploymentOptions, prefix: &str) -> Result<
     {
         return bad(
             "helm.repo",
-            format!("{repo:?} must be an https://, http:// or oci:// URL"),
+            format!(
+                "{:?} must be an https://, http:// or oci:// URL without credentials (put them in the GitRepo's helmSecretName)",
+                without_userinfo(repo)
+            ),
         );
     }
     if let Some(chart) = helm.chart.as_deref().filter(|c| !c.is_empty()) {
@@ -95,7 +98,10 @@ pub fn check_options(options: &BundleDeploymentOptions, prefix: &str) -> Result<
             if !is_remote_url(chart) {
                 return bad(
                     "helm.chart",
-                    format!("{chart:?} must be an https://, http:// or oci:// URL"),
+                    format!(
+                        "{:?} must be an https://, http:// or oci:// URL without credentials",
+                        without_userinfo(chart)
+                    ),
                 );
             }
         } else if helm.repo.as_deref().is_some_and(|r| !r.is_empty()) {
@@ -113,6 +119,20 @@ pub fn check_options(options: &BundleDeploymentOptions, prefix: &str) -> Result<
         safe_path("", f, &format!("{prefix}helm.valuesFiles[{i}]"))?;
     }
     Ok(())
+}
+
+/// A URL as it may appear in a message: no userinfo.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let host = rest[..end]
+                .rsplit_once('@')
+                .map_or(&rest[..end], |(_, h)| h);
+            format!("{scheme}://{host}{}", &rest[end..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// A Helm chart version or constraint (`1.2.3`, `~1.2`, `>= 1.0, < 2`,
@@ -135,15 +155,17 @@ pub fn is_chart_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// An `https://`, `http://` or `oci://` URL with a host and no whitespace
-/// or control characters.
+/// An `https://`, `http://` or `oci://` URL with a host, no credentials
+/// (they belong in the GitRepo's `helmSecretName`, never in a bundle), and
+/// no whitespace or control characters.
 pub fn is_remote_url(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once("://") else {
         return false;
     };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     matches!(scheme, "https" | "http" | "oci")
-        && !rest.is_empty()
-        && !rest.starts_with('/')
+        && !authority.is_empty()
+        && !authority.contains('@')
         && s.len() <= 2048
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -224,6 +246,14 @@ mod tests {
             ),
             (
                 helm(HelmOptions {
+                    repo: Some("https://bob:hunter2@charts.example.com".into()),
+                    chart: Some("x".into()),
+                    ..Default::default()
+                }),
+                "helm.repo",
+            ),
+            (
+                helm(HelmOptions {
                     chart: Some("../../outside".into()),
                     ..Default::default()
                 }),
@@ -265,6 +295,7 @@ mod tests {
         for (o, field) in bad {
             let err = check_options(&o, "targetCustomizations[1].").unwrap_err();
             let text = err.to_string();
+            assert!(!text.contains("hunter2"), "{text}");
             assert!(
                 text.contains(&format!("targetCustomizations[1].{field}")),
                 "{field}: {text}"

@@ -240,10 +240,8 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
         .zip(&plan.steps)
     {
         if *step == Step::Wait {
-            if let Some(e) = &d.existing {
-                // Held back, and its spec stays what it is.
-                remember(ctx, ObjectKey::of(&e.metadata), &e.spec);
-            }
+            // Not created in this pass (a `maxNew` batch): nothing to write
+            // or to remember.
             continue;
         }
         let want = deployment(&bundle, d, t, *step);
@@ -307,21 +305,27 @@ fn spec_digest(spec: &BundleDeploymentSpec) -> u64 {
     h.finish()
 }
 
+/// Records a spec the fan-out wrote or found right. The one before is
+/// kept too: the event of an earlier write may arrive after a later one
+/// (a stage, then a promote), and is not an edit.
 fn remember(ctx: &Context, key: ObjectKey, spec: &BundleDeploymentSpec) {
-    ctx.fanout_specs
-        .lock()
-        .expect("fanout specs lock")
-        .insert(key, spec_digest(spec));
+    let digest = spec_digest(spec);
+    let mut specs = ctx.fanout_specs.lock().expect("fanout specs lock");
+    let entry = specs.entry(key).or_insert([digest, digest]);
+    if entry[0] != digest {
+        *entry = [digest, entry[0]];
+    }
 }
 
 /// Whether a BundleDeployment's spec is not one the fan-out wrote or
-/// checked: someone else edited it.
+/// checked lately: someone else edited it.
 pub fn edited_by_others(ctx: &Context, key: &ObjectKey, bd: &BundleDeployment) -> bool {
+    let digest = spec_digest(&bd.spec);
     ctx.fanout_specs
         .lock()
         .expect("fanout specs lock")
         .get(key)
-        .is_some_and(|d| *d != spec_digest(&bd.spec))
+        .is_some_and(|d| !d.contains(&digest))
 }
 
 /// Creates a BundleDeployment (a server-side apply), or replaces the spec

@@ -100,7 +100,19 @@ pub fn is_orphan(ctx: &Context, bundle: &Bundle) -> bool {
     else {
         return false;
     };
+    // Bundles made by a GitRepo say so in their owner references (older
+    // ones by their label alone); another owner means someone else's.
+    let owners = bundle
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    if owners.iter().any(|o| o.kind != "GitRepo") {
+        return false;
+    }
     let ns = bundle.metadata.namespace.as_deref().unwrap_or_default();
+    // A GitRepo of that name that did not make it (one deleted and made
+    // again) adopts it instead.
     ctx.gitrepos.get(&ObjectKey::new(ns, repo)).is_none()
 }
 

@@ -609,6 +609,11 @@ impl Hub {
     }
 
     fn bundle_gone(&mut self, key: &ObjectKey, trigger: &'static str) {
+        self.ctx
+            .deployment_write_errors
+            .lock()
+            .expect("write errors lock")
+            .remove(key);
         let changes = {
             let mut topo = self.ctx.topo.write().expect("topology lock");
             topo.bundle_errors.remove(key);

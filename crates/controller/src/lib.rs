@@ -120,7 +120,7 @@ pub struct Context {
     /// A digest of the spec the fan-out last wrote or found right, per
     /// BundleDeployment: an event whose spec differs was an edit by
     /// someone else, and wakes the fan-out to put it back.
-    pub fanout_specs: Mutex<HashMap<ObjectKey, u64>>,
+    pub fanout_specs: Mutex<HashMap<ObjectKey, [u64; 2]>>,
     /// Where `/metrics` is served, once bound.
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Where webhooks are received, once bound.
@@ -137,6 +137,8 @@ impl Context {
     fn new(client: kube::Client, args: ControllerArgs) -> Self {
         let metrics = Arc::new(Metrics::new());
         let mirrors = flotilla_git::Mirrors::new(args.git_dir.clone(), args.git_timeout);
+        // Chart archives are cached by digest beside the mirrors.
+        let charts = flotilla_charts::Resolver::new(args.git_dir.join("charts"), args.git_timeout);
         let connections = args.git_connections;
         Context {
             client,
@@ -153,7 +155,7 @@ impl Context {
             gc: Arc::new(Queue::new("gc", Arc::clone(&metrics))),
             status: Arc::new(Queue::new("status", Arc::clone(&metrics))),
             gitrepo: Arc::new(Queue::new("gitrepo", Arc::clone(&metrics))),
-            git: gitrepo::GitState::new(mirrors, connections),
+            git: gitrepo::GitState::new(mirrors, charts, connections),
             metrics,
             rollout_waiting: Mutex::new(HashSet::new()),
             deployment_write_errors: Mutex::new(HashMap::new()),

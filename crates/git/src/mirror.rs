@@ -286,6 +286,12 @@ pub struct Mirrors {
     root: PathBuf,
     timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Mirrors with a libgit2 call still blocked past its deadline. libgit2
+    /// has no read timeout of its own (setting one needs `unsafe`), so a
+    /// server that accepts and never answers keeps that thread; new calls
+    /// on the mirror fail at once until it returns, so one silent server
+    /// costs one thread, not one per poll.
+    stuck: Arc<Mutex<std::collections::HashSet<String>>>,
     pub stats: Stats,
 }
 
@@ -293,10 +299,12 @@ impl Mirrors {
     /// Mirrors live under `root`, one bare repository per key.
     pub fn new(root: impl Into<PathBuf>, timeout: Duration) -> Self {
         TIMEOUT_SECS.store(timeout.as_secs(), Ordering::Relaxed);
+
         Mirrors {
             root: root.into(),
             timeout,
             locks: Mutex::new(HashMap::new()),
+            stuck: Arc::new(Mutex::new(std::collections::HashSet::new())),
             stats: Stats::default(),
         }
     }
@@ -418,20 +426,40 @@ impl Mirrors {
         })
     }
 
-    /// Runs `f` on the blocking pool, giving up at the deadline.
+    /// Runs `f` on the blocking pool, giving up at the deadline. A call on
+    /// a mirror whose previous call is still blocked fails at once.
     async fn blocking<T: Send + 'static>(
         &self,
         source: &Source,
         f: impl FnOnce() -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, GitError> {
-        let task = tokio::task::spawn_blocking(f);
+        let key = source.mirror_key();
+        let timed_out = || GitError::Timeout {
+            url: source.display_url(),
+            seconds: self.timeout.as_secs(),
+        };
+        if self.stuck.lock().expect("stuck lock").contains(&key) {
+            return Err(timed_out());
+        }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stuck, flag, k) = (Arc::clone(&self.stuck), Arc::clone(&done), key.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let out = f();
+            flag.store(true, Ordering::Release);
+            // Clear the mark this call left if it outlived its deadline.
+            stuck.lock().expect("stuck lock").remove(&k);
+            out
+        });
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) => Err(other(source, &join)),
-            Err(_) => Err(GitError::Timeout {
-                url: source.display_url(),
-                seconds: self.timeout.as_secs(),
-            }),
+            Err(_) => {
+                let mut stuck = self.stuck.lock().expect("stuck lock");
+                if !done.load(Ordering::Acquire) {
+                    stuck.insert(key);
+                }
+                Err(timed_out())
+            }
         }
     }
 }

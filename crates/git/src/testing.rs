@@ -116,12 +116,19 @@ pub struct HttpGitServer {
 
 impl HttpGitServer {
     pub fn start(root: &Path, user: &str, password: &str) -> Self {
+        Self::start_on(root, user, password, 0)
+    }
+
+    /// On a given port (0: a free one), e.g. to restart a server with
+    /// other credentials at the same URL.
+    pub fn start_on(root: &Path, user: &str, password: &str, port: u16) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/git-http/serve.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(root)
             .arg(user)
             .arg(password)
+            .arg(port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -233,9 +233,22 @@ pub fn check_repo_url(url: &str, policy: &UrlPolicy) -> Result<(), String> {
             "{shown:?}: local repositories (file:// and paths) are disabled; the controller enables them with --allow-file-repos"
         ));
     }
+    // As libgit2 will read it: percent-decoded, and absolute (a relative
+    // path would be the controller's working directory).
+    let path = match path.strip_prefix("localhost/") {
+        Some(rest) => format!("/{rest}"),
+        None => path,
+    };
+    let decoded = percent_decode(&path);
+    if !decoded.starts_with('/') {
+        return Err(format!(
+            "{shown:?}: a local repository must be an absolute path (file:///path)"
+        ));
+    }
     if let Some(dir) = &policy.forbidden_dir {
-        let normalized = normalize(std::path::Path::new(&path));
-        if normalized.starts_with(normalize(dir)) {
+        let target = resolve_path(std::path::Path::new(&decoded));
+        let mirrors = resolve_path(dir);
+        if target.starts_with(&mirrors) {
             return Err(format!(
                 "{shown:?} points into the controller's git mirrors, which are not repositories a GitRepo may read"
             ));
@@ -259,12 +272,25 @@ fn looks_like_scp(url: &str) -> bool {
     }
 }
 
-/// `..` and `.` folded away without touching the disk, then symlinks
-/// resolved when the path exists.
-fn normalize(p: &std::path::Path) -> std::path::PathBuf {
-    use std::path::Component;
-    let mut out = std::path::PathBuf::new();
+/// A path as the filesystem will resolve it: the longest existing
+/// ancestor with its symlinks resolved, then the rest, with `..` and `.`
+/// folded (a `..` beyond the root stays at the root).
+fn resolve_path(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::{Component, PathBuf};
+    let mut existing = PathBuf::new();
+    let mut rest: Vec<Component<'_>> = Vec::new();
     for c in p.components() {
+        if rest.is_empty() {
+            let next = existing.join(c);
+            if next.exists() {
+                existing = std::fs::canonicalize(&next).unwrap_or(next);
+                continue;
+            }
+        }
+        rest.push(c);
+    }
+    let mut out = existing;
+    for c in rest {
         match c {
             Component::ParentDir => {
                 out.pop();
@@ -273,7 +299,7 @@ fn normalize(p: &std::path::Path) -> std::path::PathBuf {
             other => out.push(other),
         }
     }
-    std::fs::canonicalize(&out).unwrap_or(out)
+    out
 }
 
 /// The key of a repository's shared mirror: its URL without userinfo
@@ -442,5 +468,34 @@ mod tests {
             dir.file_name().unwrap().to_string_lossy()
         );
         assert!(check_repo_url(&sneaky, &local).is_err(), "{sneaky}");
+        // Found in review: percent-encoding, relative paths and symlinks.
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = dir.to_string_lossy().into_owned();
+        let last = s.rfind('/').unwrap();
+        let encoded = format!(
+            "file://{}%{:02x}{}/abc.git",
+            &s[..last + 1],
+            s.as_bytes()[last + 1],
+            &s[last + 2..]
+        );
+        assert!(check_repo_url(&encoded, &local).is_err(), "{encoded}");
+        assert!(
+            check_repo_url("../../tmp/x.git", &local)
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            check_repo_url("file://relative/x.git", &local)
+                .unwrap_err()
+                .contains("absolute")
+        );
+        let link = std::env::temp_dir().join(format!("flotilla-url-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let via = format!("file://{}/abc.git", link.display());
+        assert!(check_repo_url(&via, &local).is_err(), "{via}");
+        let via_dotdot = format!("file://{}/x/../abc.git", link.display());
+        assert!(check_repo_url(&via_dotdot, &local).is_err(), "{via_dotdot}");
+        std::fs::remove_file(&link).unwrap();
     }
 }

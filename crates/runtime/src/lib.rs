@@ -36,7 +36,7 @@ pub fn finalizers_patch(
 }
 
 /// A JSON patch that replaces an object's whole spec and sets the given
-/// labels and annotations (and appends an owner reference), guarded by the
+/// labels and annotations (and sets the owner reference), guarded by the
 /// object's uid. A controller that owns a spec outright writes it this
 /// way: a server-side apply would leave fields another manager added
 /// under it (a hand edit), which this removes.
@@ -69,12 +69,9 @@ pub fn replace_spec_patch(
     };
     set("labels", meta.labels.is_some(), labels);
     set("annotations", meta.annotations.is_some(), annotations);
+    // The owner replaces any other: two controller owners are refused.
     if let Some(owner) = owner {
-        if meta.owner_references.is_some() {
-            ops.push(json!({"op": "add", "path": "/metadata/ownerReferences/-", "value": owner}));
-        } else {
-            ops.push(json!({"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}));
-        }
+        ops.push(json!({"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}));
     }
     serde_json::from_value(serde_json::Value::Array(ops)).expect("a well-formed JSON patch")
 }

@@ -203,6 +203,11 @@ async fn a_watcher_that_stops_reading_is_closed() {
         events < total,
         "{events} of {total} events were buffered for a client that did not read"
     );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains(r#""type":"ERROR""#) && text.contains(r#""code":410"#),
+        "the closed watcher is told to watch again (410)"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ fn owned_by(bundle: &flotilla_api::Bundle, repo: &GitRepo) -> bool {
 
 /// A failed write, in words for the GitRepo's conditions.
 pub struct WriteFailure {
+    pub reason: &'static str,
     pub message: String,
     /// The API server refused it (a 4xx): it will not pass unchanged.
     pub refused: bool,
@@ -94,6 +95,7 @@ impl WriteFailure {
     fn of(what: &str, e: &kube::Error) -> Self {
         match e {
             kube::Error::Api(s) => WriteFailure {
+                reason: "WriteFailed",
                 message: format!(
                     "{what}: the API server refused it ({}): {}",
                     s.code, s.message
@@ -101,6 +103,7 @@ impl WriteFailure {
                 refused: (400..500).contains(&s.code),
             },
             other => WriteFailure {
+                reason: "WriteFailed",
                 message: format!("{what}: {other}"),
                 refused: false,
             },
@@ -108,6 +111,22 @@ impl WriteFailure {
     }
 }
 
+/// One Bundle write the commit needs.
+struct Write {
+    name: String,
+    body: WriteBody,
+}
+
+enum WriteBody {
+    /// A server-side apply, finalizer and owner included.
+    Create(serde_json::Value),
+    /// The whole spec replaced, guarded by the uid.
+    Replace(json_patch::Patch),
+}
+
+/// Writes a compiled commit's Bundles, all or none: every write is tried
+/// with `dryRun=All` first, so one the API server refuses (an invalid
+/// label, a Bundle too large) leaves every Bundle as it was.
 pub async fn apply_bundles(
     ctx: &Context,
     key: &ObjectKey,
@@ -115,19 +134,31 @@ pub async fn apply_bundles(
     commit: Oid,
     compiled: &[Arc<CompiledBundle>],
 ) -> Result<(), WriteFailure> {
-    let bundles: Api<flotilla_api::Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let api: Api<flotilla_api::Bundle> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let mut wanted = HashSet::new();
+    let mut writes = Vec::new();
     for c in compiled {
         let bkey = ObjectKey::new(&key.namespace, &c.name);
         wanted.insert(bkey.clone());
         let (labels, spec) = desired_bundle(repo, c);
         let existing = ctx.bundles.get(&bkey);
-        if let Some(b) = &existing {
-            let owner = b.labels().get(keys::REPO_NAME);
-            if owner.map(String::as_str) != Some(&*key.name) {
-                tracing::warn!(gitrepo = %key, bundle = %bkey, owner = ?owner, "bundle name taken by another owner; not touching it");
-                continue;
-            }
+        if let Some(b) = &existing
+            && let owner = b.labels().get(keys::REPO_NAME)
+            && owner.map(String::as_str) != Some(&*key.name)
+        {
+            return Err(WriteFailure {
+                reason: "BundleNameConflict",
+                message: format!(
+                    "bundle {} (from {}) is already {}; give one of them another name (fleet.yaml `name:`)",
+                    c.name,
+                    if c.dir.is_empty() { "/" } else { &c.dir },
+                    match owner {
+                        Some(o) => format!("GitRepo {o}'s"),
+                        None => "a Bundle not made by a GitRepo".into(),
+                    }
+                ),
+                refused: true,
+            });
         }
         ctx.git
             .desired
@@ -142,67 +173,87 @@ pub async fn apply_bundles(
                 &e,
             )
         })?;
+        let mut annotations = c.annotations.clone();
+        annotations.insert(keys::COMMIT.to_owned(), commit.to_string());
+        let charts_gone = existing.as_ref().is_some_and(|b| {
+            b.annotations()
+                .contains_key(flotilla_charts::CHARTS_ANNOTATION)
+                && !annotations.contains_key(flotilla_charts::CHARTS_ANNOTATION)
+        });
         let unchanged = existing.as_ref().is_some_and(|b| {
             b.metadata.deletion_timestamp.is_none()
                 && b.spec == spec
                 && labels.iter().all(|(k, v)| b.labels().get(k) == Some(v))
+                && c.annotations
+                    .iter()
+                    .all(|(k, v)| b.annotations().get(k) == Some(v))
+                && !charts_gone
                 && owned_by(b, repo)
         });
         if unchanged {
             continue;
         }
-        let written = match existing.filter(|b| b.metadata.deletion_timestamp.is_none()) {
-            // New: one server-side apply, finalizer and owner included.
-            None => {
-                let body = json!({
-                    "apiVersion": "flotilla.dev/v1alpha1",
-                    "kind": "Bundle",
-                    "metadata": {
-                        "name": &c.name,
-                        "namespace": &*key.namespace,
-                        "labels": labels,
-                        "annotations": {keys::COMMIT: commit.to_string()},
-                        "finalizers": [keys::BUNDLE_FINALIZER],
-                        "ownerReferences": [owner_reference(repo)],
-                    },
-                    "spec": spec,
-                });
-                ctx.metrics.write("Bundle", "apply");
-                bundles
-                    .patch(
-                        &c.name,
-                        &PatchParams::apply(GITREPO_FIELD_MANAGER).force(),
-                        &Patch::Apply(&body),
-                    )
-                    .await
-            }
-            // Existing: the spec is this controller's alone, so it is
-            // replaced whole; an apply would leave a field someone else set
-            // (e.g. `paused: true`) when the desired value is the default.
+        let body = match existing.filter(|b| b.metadata.deletion_timestamp.is_none()) {
+            None => WriteBody::Create(json!({
+                "apiVersion": "flotilla.dev/v1alpha1",
+                "kind": "Bundle",
+                "metadata": {
+                    "name": &c.name,
+                    "namespace": &*key.namespace,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "finalizers": [keys::BUNDLE_FINALIZER],
+                    "ownerReferences": [owner_reference(repo)],
+                },
+                "spec": spec,
+            })),
+            // The spec is this controller's alone, so it is replaced whole;
+            // an apply would leave a field someone else set (e.g. `paused:
+            // true`) when the desired value is the default.
             Some(b) => {
-                ctx.metrics.write("Bundle", "patch");
                 let owners = (!owned_by(&b, repo)).then(|| owner_reference(repo));
-                let patch = flotilla_runtime::replace_spec_patch(
+                let mut patch = flotilla_runtime::replace_spec_patch(
                     &b.metadata,
                     &labels,
-                    &[(keys::COMMIT.to_owned(), commit.to_string())].into(),
+                    &annotations,
                     owners,
                     &serde_json::to_value(&spec).expect("a spec serializes"),
                 );
-                bundles
-                    .patch(
-                        &c.name,
-                        &PatchParams {
-                            field_manager: Some(GITREPO_FIELD_MANAGER.into()),
-                            ..Default::default()
-                        },
-                        &Patch::<()>::Json(patch),
-                    )
-                    .await
+                if charts_gone {
+                    let path = format!(
+                        "/metadata/annotations/{}",
+                        flotilla_charts::CHARTS_ANNOTATION
+                            .replace('~', "~0")
+                            .replace('/', "~1")
+                    );
+                    patch.0.push(
+                        serde_json::from_value(json!({"op": "remove", "path": path}))
+                            .expect("a remove operation"),
+                    );
+                }
+                WriteBody::Replace(patch)
             }
         };
-        written.map_err(|e| WriteFailure::of(&format!("bundle {}", c.name), &e))?;
-        tracing::info!(gitrepo = %key, bundle = %bkey, commit = %super::short(commit), "bundle written");
+        writes.push(Write {
+            name: c.name.clone(),
+            body,
+        });
+    }
+    // Dry runs first: all or nothing.
+    for w in &writes {
+        send(&api, w, true)
+            .await
+            .map_err(|e| WriteFailure::of(&format!("bundle {}", w.name), &e))?;
+    }
+    for w in &writes {
+        match &w.body {
+            WriteBody::Create(_) => ctx.metrics.write("Bundle", "apply"),
+            WriteBody::Replace(_) => ctx.metrics.write("Bundle", "patch"),
+        }
+        send(&api, w, false)
+            .await
+            .map_err(|e| WriteFailure::of(&format!("bundle {}", w.name), &e))?;
+        tracing::info!(gitrepo = %key, bundle = %w.name, commit = %super::short(commit), "bundle written");
     }
     // Bundles of paths that left the repository.
     let stale: Vec<ObjectKey> = ctx
@@ -218,9 +269,34 @@ pub async fn apply_bundles(
         delete_bundle(ctx, key, &b)
             .await
             .map_err(|e| WriteFailure {
+                reason: "WriteFailed",
                 message: e.to_string(),
                 refused: false,
             })?;
+    }
+    Ok(())
+}
+
+async fn send(
+    api: &Api<flotilla_api::Bundle>,
+    w: &Write,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    match &w.body {
+        WriteBody::Create(body) => {
+            let mut params = PatchParams::apply(GITREPO_FIELD_MANAGER).force();
+            params.dry_run = dry_run;
+            api.patch(&w.name, &params, &Patch::Apply(body)).await?;
+        }
+        WriteBody::Replace(patch) => {
+            let params = PatchParams {
+                field_manager: Some(GITREPO_FIELD_MANAGER.into()),
+                dry_run,
+                ..Default::default()
+            };
+            api.patch(&w.name, &params, &Patch::<()>::Json(patch.clone()))
+                .await?;
+        }
     }
     Ok(())
 }

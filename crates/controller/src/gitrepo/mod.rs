@@ -32,6 +32,8 @@
 //! why in the GitRepo's conditions.
 
 mod bundles;
+mod charts;
+mod prepare;
 mod source;
 mod status;
 
@@ -40,8 +42,9 @@ pub use source::{DEFAULT_POLL_INTERVAL, fingerprint, poll_interval, url_policy};
 
 use crate::{Context, Error, ObjectKey};
 use flotilla_api::{BundleSpec, GitRepo};
-use flotilla_bundle::{CompileInput, CompiledBundle, Deadline, Limits};
-use flotilla_git::{CompileCache, GitError, Mirrors, Oid, RemoteRefs, Source, Synced, Want};
+use flotilla_bundle::CompiledBundle;
+use flotilla_git::{CompileCache, GitError, Mirrors, Oid, RemoteRefs, Source, Want};
+use prepare::{Failure, Job, Prepared};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -49,24 +52,30 @@ use std::time::{Duration, Instant};
 /// Field manager of the GitRepo controller's applies (Bundles and status).
 pub const GITREPO_FIELD_MANAGER: &str = "flotilla-gitrepo";
 
+/// The first retry after a failed preparation; it doubles up to the max.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// What the GitRepo controller remembers between reconciles. Lost on a
-/// restart, which costs one ls-remote and one compile per GitRepo, and no
-/// writes when nothing changed.
+/// restart, which costs one preparation per GitRepo, and no writes when
+/// nothing changed.
 pub struct GitState {
     pub mirrors: Mirrors,
+    /// Helm charts, resolved and cached by digest (under `--git-dir`).
+    pub charts: flotilla_charts::Resolver,
     pub(crate) repos: Mutex<HashMap<ObjectKey, RepoState>>,
     /// Bundle -> (its GitRepo, the spec this controller wants it to have).
     pub(crate) desired: RwLock<HashMap<ObjectKey, (ObjectKey, Arc<BundleSpec>)>>,
-    /// Git network operations in flight (`--git-connections`).
+    /// Git and chart network operations in flight (`--git-connections`).
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
     /// Mirrors whose poll is in flight: a slow one is not polled again
     /// until it answers or times out.
     pub(crate) polling: Mutex<HashSet<String>>,
 }
 
-/// A GitRepo's background fetch.
+/// A GitRepo's background preparation.
 #[derive(Default)]
-pub(crate) enum Fetch {
+pub(crate) enum JobState {
     #[default]
     Idle,
     Running {
@@ -74,7 +83,7 @@ pub(crate) enum Fetch {
     },
     Done {
         fingerprint: String,
-        result: Result<Synced, GitError>,
+        result: Result<Prepared, Failure>,
     },
 }
 
@@ -89,28 +98,49 @@ pub(crate) struct RepoState {
     pub poll_error: Option<GitError>,
     /// A fresh listing from the poller that moved the head.
     pub remote: Option<RemoteRefs>,
-    /// A webhook (or a failed fetch) said "look again".
+    /// A webhook said "look again".
     pub poke: bool,
-    pub(crate) fetch: Fetch,
+    pub(crate) job: JobState,
     /// The fingerprint whose credentials last proved they read the remote
     /// (for a pinned commit, which needs no fetch once mirrored).
     authorized: Option<String>,
-    /// Hash of what selects the commit and its bundles.
-    fingerprint: String,
-    /// The newest commit seen on the source, compiled or not.
+    /// The newest commit seen on the source, prepared or not.
     pub head: Option<Oid>,
-    /// The commit the current bundles were compiled from.
+    /// What the bundles in memory were prepared from.
+    prepared: Option<(String, Oid)>,
+    /// The commit of the bundles in memory.
     pub commit: Option<Oid>,
     bundles: Vec<Arc<CompiledBundle>>,
     cache: CompileCache,
-    /// A commit that failed to compile, with its fingerprint and error.
-    failed: Option<(Oid, String, String)>,
+    /// The last failed preparation, for the fingerprint it ran with, and
+    /// when to try again (doubling each time).
+    failure: Option<(String, Failure)>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl RepoState {
+    /// Whether the bundles in memory are what this fingerprint and head
+    /// call for, or the last attempt at them failed for good (a commit
+    /// that does not compile waits for the next one).
+    fn settled(&self, fingerprint: &str) -> bool {
+        let Some(head) = self.head else {
+            return false;
+        };
+        let prepared = self.prepared.as_ref() == Some(&(fingerprint.to_owned(), head));
+        let failed_for_good = self
+            .failure
+            .as_ref()
+            .is_some_and(|(fp, f)| fp == fingerprint && !f.transient() && f.commit() == Some(head));
+        prepared || failed_for_good
+    }
 }
 
 impl GitState {
-    pub fn new(mirrors: Mirrors, connections: usize) -> Self {
+    pub fn new(mirrors: Mirrors, charts: flotilla_charts::Resolver, connections: usize) -> Self {
         GitState {
             mirrors,
+            charts,
             repos: Mutex::new(HashMap::new()),
             desired: RwLock::new(HashMap::new()),
             connections: Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
@@ -146,12 +176,11 @@ pub enum Outcome {
         commit: Oid,
         bundles: usize,
     },
-    /// A background fetch is running; its end queues the GitRepo again.
+    /// A background preparation runs; its end queues the GitRepo again.
     Fetching,
     /// Something stops the GitRepo from being current. `stalled`: it needs
     /// the user (Stalled), else it may pass by itself (Reconciling).
-    /// `retry`: try again with backoff (the fix may come from outside the
-    /// watch: a Secret, the remote).
+    /// `retry`: the queue tries again with backoff.
     Failed {
         reason: &'static str,
         message: String,
@@ -176,6 +205,55 @@ impl Outcome {
             message,
             stalled: false,
             retry: true,
+        }
+    }
+
+    /// A failed preparation as the GitRepo shows it. The controller retries
+    /// it itself (see [`finish`]), so the queue does not.
+    fn of_failure(f: &Failure, deployed: bool) -> Self {
+        let kept = if deployed {
+            "; the last good commit stays deployed"
+        } else {
+            ""
+        };
+        match f {
+            Failure::Git(e) => match source::git_failure(e) {
+                Outcome::Failed {
+                    reason,
+                    message,
+                    stalled,
+                    ..
+                } => Outcome::Failed {
+                    reason,
+                    message: format!("{message}{kept}"),
+                    stalled,
+                    retry: false,
+                },
+                other => other,
+            },
+            Failure::Compile {
+                transient: true, ..
+            } => Outcome::Failed {
+                reason: "CompileTimedOut",
+                message: format!("{}{kept}", prepare::describe(f)),
+                stalled: false,
+                retry: false,
+            },
+            Failure::Compile { .. } => Outcome::Failed {
+                reason: "CompileFailed",
+                message: format!(
+                    "{}; the previous bundles stay deployed",
+                    prepare::describe(f)
+                ),
+                stalled: true,
+                retry: false,
+            },
+            Failure::Chart { error, .. } => Outcome::Failed {
+                reason: error.reason(),
+                message: format!("{}{kept}", prepare::describe(f)),
+                stalled: !error.transient(),
+                retry: false,
+            },
         }
     }
 }
@@ -205,14 +283,35 @@ pub async fn reconcile(ctx: Arc<Context>, key: ObjectKey) -> Result<crate::queue
     }
 }
 
-/// What step 1 decided.
-enum Commit {
-    /// Known, and nothing says it moved.
-    Known(Oid),
-    /// A background fetch answered.
-    Fetched(Result<Synced, GitError>),
-    /// A background fetch runs, or was just started.
-    Waiting,
+/// A finished preparation: stored for the next reconcile, which it queues.
+/// A failure schedules its own retry, doubling from [`RETRY_BASE`].
+fn finish(
+    ctx: &Arc<Context>,
+    key: &ObjectKey,
+    fingerprint: String,
+    result: Result<Prepared, Failure>,
+) {
+    let mut repos = ctx.git.repos();
+    let Some(st) = repos.get_mut(key) else {
+        return;
+    };
+    if !matches!(&st.job, JobState::Running { fingerprint: f } if *f == fingerprint) {
+        return; // superseded by a newer source
+    }
+    if let Err(f) = &result
+        && f.transient()
+    {
+        st.failures = st.failures.saturating_add(1);
+        let delay = (RETRY_BASE * (1u32 << (st.failures - 1).min(10))).min(RETRY_MAX);
+        st.retry_at = Some(Instant::now() + delay);
+        ctx.gitrepo.add_after(key.clone(), delay, "retry");
+    }
+    st.job = JobState::Done {
+        fingerprint,
+        result,
+    };
+    drop(repos);
+    ctx.gitrepo.add(key.clone(), "prepared");
 }
 
 async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Outcome, Error> {
@@ -230,11 +329,20 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
         Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
+    let chart_access = match charts::chart_access(ctx, key, repo).await {
+        Ok(a) => a,
+        Err(outcome) => return Ok(outcome),
+    };
     let want = Want::of(spec.branch.as_deref(), spec.revision.as_deref());
-    let fingerprint = fingerprint(repo, &source, &want);
+    let fingerprint = format!(
+        "{}:{}",
+        fingerprint(repo, &source, &want),
+        chart_access.digest()
+    );
 
-    // 1. The commit.
-    let (step, poll_error, same_source) = {
+    // 1. The bundles: take a finished preparation, or start one when the
+    // ones in memory are not what the source now calls for.
+    let (failure, poll_error, running) = {
         let mut repos = ctx.git.repos();
         let st = repos.entry(key.clone()).or_default();
         st.source = Some((source.clone(), want.clone()));
@@ -244,70 +352,91 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
             st.next_poll = Some(Instant::now() + interval);
         }
         st.interval = polling;
-        let same = st.fingerprint == fingerprint;
-        if !same {
-            st.poll_error = None;
-        }
-        let step = match std::mem::take(&mut st.fetch) {
-            Fetch::Done {
+        match std::mem::take(&mut st.job) {
+            JobState::Done {
                 fingerprint: f,
                 result,
-            } if f == fingerprint => {
-                if result.is_ok() && want.pinned_commit().is_some() {
-                    st.authorized = Some(fingerprint.clone());
-                }
-                match &result {
-                    // The remote answered: an earlier poll's error is old news.
-                    Ok(_) => st.poll_error = None,
-                    // The retry must fetch again, not settle for the old head.
-                    Err(_) => st.poke = true,
-                }
-                Commit::Fetched(result)
-            }
-            Fetch::Running { fingerprint: f } if f == fingerprint => {
-                st.fetch = Fetch::Running { fingerprint: f };
-                Commit::Waiting
-            }
-            _ => {
-                let remote = st.remote.take().filter(|_| same);
-                let poke = std::mem::take(&mut st.poke);
-                let authorized = want.pinned_commit().is_none()
-                    || st.authorized.as_deref() == Some(fingerprint.as_str());
-                match st.head.filter(|_| same) {
-                    Some(c) if remote.is_none() && !poke && authorized => Commit::Known(c),
-                    _ => {
-                        st.fetch = Fetch::Running {
-                            fingerprint: fingerprint.clone(),
-                        };
-                        spawn_fetch(
-                            ctx,
-                            key,
-                            source.clone(),
-                            want.clone(),
-                            remote,
-                            fingerprint.clone(),
-                            !authorized,
-                        );
-                        Commit::Waiting
+            } if f == fingerprint => match result {
+                Ok(p) => {
+                    st.head = Some(p.commit);
+                    st.prepared = Some((fingerprint.clone(), p.commit));
+                    st.commit = Some(p.commit);
+                    st.bundles = p.bundles;
+                    st.cache = p.cache;
+                    if want.pinned_commit().is_some() {
+                        st.authorized = Some(fingerprint.clone());
                     }
+                    st.failure = None;
+                    st.failures = 0;
+                    st.retry_at = None;
+                    // The remote answered: an earlier poll's error is old news.
+                    st.poll_error = None;
                 }
+                Err(f) => {
+                    if let Some(c) = f.commit() {
+                        st.head = Some(c);
+                    }
+                    st.failure = Some((fingerprint.clone(), f));
+                }
+            },
+            JobState::Running { fingerprint: f } if f == fingerprint => {
+                st.job = JobState::Running { fingerprint: f };
             }
-        };
-        (step, st.poll_error.clone().filter(|_| same), same)
-    };
-    let commit = match step {
-        Commit::Waiting => return Ok(Outcome::Fetching),
-        Commit::Fetched(Err(e)) => return Ok(source::git_failure(&e)),
-        Commit::Fetched(Ok(s)) => s.commit,
-        Commit::Known(c) => c,
+            // Idle, or a job for a source that changed since.
+            _ => {}
+        }
+        let running = matches!(st.job, JobState::Running { .. });
+        let authorized = want.pinned_commit().is_none()
+            || st.authorized.as_deref() == Some(fingerprint.as_str());
+        let told = st.remote.is_some() || st.poke;
+        let backing_off = st
+            .failure
+            .as_ref()
+            .is_some_and(|(fp, f)| *fp == fingerprint && f.transient())
+            && st.retry_at.is_some_and(|t| Instant::now() < t)
+            && !told;
+        if !running && !backing_off && (told || !authorized || !st.settled(&fingerprint)) {
+            let same_source = st
+                .prepared
+                .as_ref()
+                .is_some_and(|(fp, _)| *fp == fingerprint);
+            st.job = JobState::Running {
+                fingerprint: fingerprint.clone(),
+            };
+            st.poke = false;
+            prepare::spawn(
+                ctx,
+                Job {
+                    key: key.clone(),
+                    source: source.clone(),
+                    want: want.clone(),
+                    remote: st.remote.take(),
+                    fingerprint: fingerprint.clone(),
+                    authorize: !authorized,
+                    paths: spec.paths.clone(),
+                    cache: if same_source {
+                        st.cache.clone()
+                    } else {
+                        CompileCache::default()
+                    },
+                    charts: chart_access,
+                },
+            );
+        }
+        (
+            st.failure
+                .as_ref()
+                .filter(|(fp, _)| *fp == fingerprint)
+                .map(|(_, f)| f.clone()),
+            st.poll_error.clone(),
+            matches!(st.job, JobState::Running { .. }),
+        )
     };
 
-    // 2. The compiled bundles.
-    let compile_failure = compile(ctx, key, &source, &fingerprint, commit, same_source, spec).await;
-
-    // 3. The desired Bundles, written where they differ. After a failed
-    // compile these are the last good ones, so spec edits still apply; with
-    // none in memory (a restart), nothing is touched.
+    // 2. The desired Bundles, written where they differ: the ones in memory
+    // (the last good ones while a newer commit fails or is being prepared),
+    // so spec edits apply whatever the source does. With none in memory (a
+    // restart), nothing is touched.
     let (good, bundles) = {
         let repos = ctx.git.repos();
         let st = repos.get(key).expect("state set above");
@@ -318,180 +447,25 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
     {
         tracing::warn!(gitrepo = %key, error = %e.message, "a write was refused; what is deployed stays");
         return Ok(Outcome::Failed {
-            reason: "WriteFailed",
+            reason: e.reason,
             message: format!("{}; what is deployed stays", e.message),
             stalled: e.refused,
             retry: true,
         });
     }
-    Ok(match (compile_failure, poll_error, good) {
-        (Some(f), _, _) => f,
+    Ok(match (failure, poll_error, good) {
+        (Some(f), _, deployed) => Outcome::of_failure(&f, deployed.is_some()),
         // The source stopped answering after a good sync: what is deployed
         // stays, and the conditions say why it may be old. The poller
         // queues the GitRepo again when it answers.
-        (None, Some(e), _) => match source::git_failure(&e) {
-            Outcome::Failed {
-                reason,
-                message,
-                stalled,
-                ..
-            } => Outcome::Failed {
-                reason,
-                message: format!("{message}; the last good commit stays deployed"),
-                stalled,
-                retry: false,
-            },
-            other => other,
-        },
+        (None, Some(e), deployed) => Outcome::of_failure(&Failure::Git(e), deployed.is_some()),
+        (None, None, None) => Outcome::Fetching,
+        (None, None, Some(_)) if running && bundles.is_empty() => Outcome::Fetching,
         (None, None, Some(good)) => Outcome::Synced {
             commit: good,
             bundles: bundles.len(),
         },
-        (None, None, None) => unreachable!("a successful compile sets the commit"),
     })
-}
-
-/// Step 2: compiles `commit` unless the bundles in memory are its own.
-/// Returns the failure to report, if any.
-async fn compile(
-    ctx: &Context,
-    key: &ObjectKey,
-    source: &Source,
-    fingerprint: &str,
-    commit: Oid,
-    same_source: bool,
-    spec: &flotilla_api::GitRepoSpec,
-) -> Option<Outcome> {
-    let (needs_compile, failed, cache) = {
-        let mut repos = ctx.git.repos();
-        let st = repos.get_mut(key).expect("state set above");
-        st.head = Some(commit);
-        let failed = st
-            .failed
-            .clone()
-            .filter(|(c, fp, _)| *c == commit && fp == fingerprint)
-            .map(|(_, _, m)| m);
-        let cache = if same_source {
-            st.cache.clone()
-        } else {
-            CompileCache::default()
-        };
-        (!same_source || st.commit != Some(commit), failed, cache)
-    };
-    if !needs_compile {
-        return None;
-    }
-    if let Some(message) = failed {
-        return Some(compile_failure(commit, message));
-    }
-    let path = ctx.git.mirrors.path(source);
-    let name = key.name.to_string();
-    let paths = spec.paths.clone();
-    let budget = ctx.args.compile_timeout;
-    let compiled = tokio::task::spawn_blocking(move || {
-        let git =
-            flotilla_git::git2::Repository::open_bare(&path).map_err(|e| e.message().to_owned())?;
-        let input = CompileInput {
-            repo_name: &name,
-            paths: &paths,
-            targets: &[],
-            limits: Limits::default(),
-            deadline: Some(Deadline::after(budget)),
-        };
-        flotilla_git::compile_commit(&git, commit, &input, &cache).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the compile panicked: {e}")));
-    let mut repos = ctx.git.repos();
-    let st = repos.entry(key.clone()).or_default();
-    match compiled {
-        Ok(c) => {
-            ctx.metrics.git("compiled", c.compiled.len() as u64);
-            ctx.metrics.git("reused", c.reused as u64);
-            tracing::info!(
-                gitrepo = %key,
-                commit = %commit,
-                bundles = c.bundles.len(),
-                compiled = ?c.compiled,
-                reused = c.reused,
-                "compiled"
-            );
-            for w in &c.warnings {
-                tracing::warn!(gitrepo = %key, warning = %w, "compile warning");
-            }
-            st.commit = Some(commit);
-            st.fingerprint = fingerprint.to_owned();
-            st.bundles = c.bundles;
-            st.cache = c.cache;
-            st.failed = None;
-            None
-        }
-        Err(message) => {
-            tracing::warn!(gitrepo = %key, %commit, error = %message, "commit does not compile; the deployed bundles stay");
-            st.failed = Some((commit, fingerprint.to_owned(), message.clone()));
-            Some(compile_failure(commit, message))
-        }
-    }
-}
-
-/// Runs a GitRepo's network step beside the workers: an authorization
-/// (for a pinned commit), then the sync. Its end queues the GitRepo.
-fn spawn_fetch(
-    ctx: &Arc<Context>,
-    key: &ObjectKey,
-    source: Source,
-    want: Want,
-    remote: Option<RemoteRefs>,
-    fingerprint: String,
-    authorize: bool,
-) {
-    let ctx = Arc::clone(ctx);
-    let key = key.clone();
-    tokio::spawn(async move {
-        let result = {
-            let _permit = Arc::clone(&ctx.git.connections).acquire_owned().await;
-            async {
-                if authorize {
-                    ctx.metrics.git("ls-remote", 1);
-                    ctx.git.mirrors.authorize(&source).await?;
-                } else if remote.is_none() && want.pinned_commit().is_none() {
-                    ctx.metrics.git("ls-remote", 1);
-                }
-                let synced = ctx
-                    .git
-                    .mirrors
-                    .sync(&source, &want, remote.as_ref())
-                    .await?;
-                if synced.fetched {
-                    ctx.metrics.git("fetch", 1);
-                }
-                Ok(synced)
-            }
-            .await
-        };
-        if let Err(e) = &result {
-            tracing::warn!(gitrepo = %key, error = %e, "fetch failed");
-        }
-        if let Some(st) = ctx.git.repos().get_mut(&key)
-            && matches!(&st.fetch, Fetch::Running { fingerprint: f } if *f == fingerprint)
-        {
-            st.fetch = Fetch::Done {
-                fingerprint,
-                result,
-            };
-        }
-        ctx.gitrepo.add(key, "fetched");
-    });
-}
-
-fn compile_failure(commit: Oid, message: String) -> Outcome {
-    Outcome::stalled(
-        "CompileFailed",
-        format!(
-            "commit {}: {message}; the previous bundles stay deployed",
-            short(commit)
-        ),
-    )
 }
 
 fn short(commit: Oid) -> String {
@@ -509,6 +483,7 @@ mod tests {
             dir: "web".into(),
             kind: flotilla_bundle::BundleKind::Raw,
             labels: [("team".to_owned(), "web".to_owned())].into(),
+            annotations: Default::default(),
             spec: BundleSpec {
                 content_id: "s-abc".into(),
                 targets,

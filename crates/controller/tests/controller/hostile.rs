@@ -5,6 +5,7 @@
 
 use crate::gitrepo::{bundles_of, cm, deploy, get_repo, git_args, gitrepo, ready, wait_reason};
 use crate::support::*;
+use flotilla_api::k8s_openapi::api::core::v1::Secret;
 use flotilla_api::{Bundle, BundleDeployment, Content, GitRepo, condition};
 use flotilla_controller::ControllerArgs;
 use flotilla_git::testing::{HttpGitServer, TempDir, TestRepo};
@@ -61,8 +62,10 @@ async fn local_repositories_are_refused_unless_allowed_and_mirrors_never() {
     c.stop().await;
 }
 
-/// Credentials in the URL key the mirror; a GitRepo without them, pinning
-/// the commit the first one fetched, is refused by the remote.
+/// A pinned commit the shared mirror already holds is not handed to a
+/// GitRepo until its credentials have been proved against the remote:
+/// after the password was rotated, a new GitRepo with the old one gets
+/// nothing, though the mirror (same URL, same credentials) has the commit.
 #[tokio::test]
 async fn a_pinned_commit_is_reauthorized_before_another_gitrepo_gets_it() {
     let env = env().await;
@@ -72,29 +75,35 @@ async fn a_pinned_commit_is_reauthorized_before_another_gitrepo_gets_it() {
     origin.write("app/cm.yaml", &cm("secret", "1"));
     let c1 = origin.commit("one").to_string();
     let server = HttpGitServer::start(&root, "bob", "hunter2");
+    let port = server.port;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "git-auth", "namespace": NS},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "bob", "password": "hunter2"},
+        "data": {"username": "Ym9i", "password": "aHVudGVyMg=="}
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
     let c = start(&env.client, git_args(&tmp)).await;
-    let with_creds = format!("http://bob:hunter2@127.0.0.1:{}/private", server.port);
+    let spec = json!({"revision": c1, "paths": ["app"], "clientSecretName": "git-auth"});
     deploy(
         &env.client,
-        gitrepo(
-            "owner",
-            &with_creds,
-            json!({"revision": c1, "paths": ["app"]}),
-        ),
+        gitrepo("owner", &server.url("private"), spec.clone()),
         &c1,
     )
     .await;
+
+    // The password is rotated upstream; the Secret still has the old one.
+    drop(server);
+    let _rotated = HttpGitServer::start_on(&root, "bob", "rotated", port);
     create(
         &env.client,
-        &gitrepo(
-            "intruder",
-            &server.url("private"),
-            json!({"revision": c1, "paths": ["app"]}),
-        ),
+        &gitrepo("late", &format!("http://127.0.0.1:{port}/private"), spec),
     )
     .await;
-    let r = wait_reason(&env.client, "intruder", "AuthenticationFailed").await;
-    assert!(bundles_of(&env.client, "intruder").await.is_empty());
+    let r = wait_reason(&env.client, "late", "AuthenticationFailed").await;
+    assert!(bundles_of(&env.client, "late").await.is_empty());
     assert!(r.status.unwrap().commit.is_none());
     c.stop().await;
 }

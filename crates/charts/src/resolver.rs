@@ -1,0 +1,809 @@
+//! Fetching charts: a Helm repository's `index.yaml`, an OCI registry's
+//! tags and manifests, or an archive URL; then the archive, verified
+//! against the digest the source gives, and cached on disk by digest.
+//!
+//! - Archives are kept under `<cache>/sha256-<hex>.tgz`. A (source,
+//!   version) whose digest is known is never downloaded again, and
+//!   concurrent resolutions of one chart wait for one download.
+//! - An index or tag listing is kept for `index_ttl`, so that GitRepos
+//!   compiling at once ask a repository once.
+//! - Every network call has `timeout`; messages never carry a credential.
+
+use crate::archive::{self, ChartFiles, Limits};
+use crate::constraint;
+use crate::error::ChartError;
+use crate::source::{Access, ChartSource};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Helm's chart layer in an OCI manifest.
+pub const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+/// The largest `index.yaml` read.
+const MAX_INDEX_BYTES: usize = 64 << 20;
+
+/// A resolved chart: where from, which version, its digest and files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The source as it may be shown.
+    pub source: String,
+    pub version: String,
+    /// `sha256:<hex>` of the archive.
+    pub digest: String,
+    pub chart: ChartFiles,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Archives fetched over the network.
+    pub downloads: AtomicU64,
+    /// Indexes and tag listings fetched over the network.
+    pub index_fetches: AtomicU64,
+    /// Archives found in the cache.
+    pub cache_hits: AtomicU64,
+}
+
+/// A chart version a source offers.
+#[derive(Clone, Debug)]
+struct Offer {
+    chart: String,
+    version: String,
+    urls: Vec<String>,
+    digest: Option<String>,
+}
+
+/// Everything one index or tag listing offers.
+type Listing = Arc<Vec<Offer>>;
+
+#[derive(Debug, Default, Deserialize)]
+struct Index {
+    #[serde(default)]
+    entries: BTreeMap<String, Vec<IndexEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexEntry {
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    urls: Vec<String>,
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+pub struct Resolver {
+    cache: PathBuf,
+    timeout: Duration,
+    index_ttl: Duration,
+    pub limits: Limits,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    listings: Mutex<HashMap<String, (Instant, Listing)>>,
+    /// (source, version) -> the archive's digest, once known.
+    digests: Mutex<HashMap<String, String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub stats: Stats,
+}
+
+impl Resolver {
+    pub fn new(cache: impl Into<PathBuf>, timeout: Duration) -> Self {
+        // reqwest and the OCI client use rustls with the ring provider, as
+        // kube does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Resolver {
+            cache: cache.into(),
+            timeout,
+            index_ttl: Duration::from_secs(30),
+            limits: Limits::default(),
+            clients: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// How long a listing is reused (tests set 0).
+    pub fn with_index_ttl(mut self, ttl: Duration) -> Self {
+        self.index_ttl = ttl;
+        self
+    }
+
+    /// Resolves a chart: the version its constraint picks, the archive
+    /// (from the cache when its digest is known), and its files.
+    pub async fn resolve(
+        &self,
+        src: &ChartSource,
+        access: &Access,
+    ) -> Result<Resolved, ChartError> {
+        let chart = src.chart();
+        let shown = src.shown();
+        let (version, key, expected, fetch) = match src {
+            ChartSource::Repo {
+                url, constraint, ..
+            } => {
+                let listing = self.repo_listing(url, &chart, access).await?;
+                if !listing.iter().any(|o| o.chart == chart) {
+                    return Err(ChartError::UnknownChart { chart, from: shown });
+                }
+                let offer = pick_offer(&chart, &shown, constraint, &listing)?;
+                let (version, urls, digest) = (offer.version, offer.urls, offer.digest);
+                let archive_url = join_url(
+                    url,
+                    urls.first().ok_or_else(|| ChartError::Invalid {
+                        chart: chart.clone(),
+                        message: format!("version {version} lists no download URL in {shown}"),
+                    })?,
+                );
+                (
+                    version.clone(),
+                    format!("repo\0{url}\0{chart}\0{version}"),
+                    digest,
+                    Fetch::Http(archive_url),
+                )
+            }
+            ChartSource::Url { url } => (
+                String::new(),
+                format!("url\0{url}"),
+                None,
+                Fetch::Http(url.clone()),
+            ),
+            ChartSource::Oci {
+                reference,
+                constraint,
+            } => {
+                let (tag, digest) = self
+                    .oci_pick(reference, &chart, &shown, constraint, access)
+                    .await?;
+                (
+                    tag.replace('_', "+"),
+                    format!("oci\0{reference}\0{tag}"),
+                    Some(digest),
+                    Fetch::Oci {
+                        reference: format!("{reference}:{tag}"),
+                    },
+                )
+            }
+        };
+        let (digest, bytes) = self
+            .archive(&chart, &shown, &key, expected.as_deref(), access, &fetch)
+            .await?;
+        let files = archive::extract(&chart, &bytes, self.limits)?;
+        if matches!(src, ChartSource::Repo { .. }) && files.name != chart {
+            return Err(ChartError::Invalid {
+                chart,
+                message: format!("the archive holds chart {:?}", files.name),
+            });
+        }
+        Ok(Resolved {
+            source: shown,
+            version: if version.is_empty() {
+                files.version.clone()
+            } else {
+                version
+            },
+            digest,
+            chart: files,
+        })
+    }
+
+    /// What a repository's index offers, reused for `index_ttl`.
+    async fn repo_listing(
+        &self,
+        url: &str,
+        chart: &str,
+        access: &Access,
+    ) -> Result<Listing, ChartError> {
+        let key = format!("index\0{url}\0{}", access.digest());
+        let lock = self.lock(&key);
+        let _guard = lock.lock().await;
+        if let Some((at, listing)) = self.listings.lock().expect("listings").get(&key)
+            && at.elapsed() < self.index_ttl
+        {
+            return Ok(Arc::clone(listing));
+        }
+        let shown = crate::source::redact(url);
+        self.stats.index_fetches.fetch_add(1, Ordering::Relaxed);
+        let index_url = format!("{}/index.yaml", url.trim_end_matches('/'));
+        let bytes = self
+            .get(&index_url, access, MAX_INDEX_BYTES, chart, &shown)
+            .await?;
+        let text = String::from_utf8(bytes).map_err(|_| ChartError::Invalid {
+            chart: chart.to_owned(),
+            message: format!("{shown}/index.yaml is not UTF-8"),
+        })?;
+        let index: Index =
+            serde_saphyr::from_str_with_options(&text, index_options()).map_err(|e| {
+                ChartError::Invalid {
+                    chart: chart.to_owned(),
+                    message: format!(
+                        "{shown}/index.yaml does not parse: {}",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ),
+                }
+            })?;
+        let rows: Vec<Offer> = index
+            .entries
+            .into_iter()
+            .flat_map(|(name, entries)| {
+                entries.into_iter().map(move |e| Offer {
+                    chart: name.clone(),
+                    version: e.version,
+                    urls: e.urls,
+                    digest: e.digest.filter(|d| !d.is_empty()),
+                })
+            })
+            .collect();
+        let rows = Arc::new(rows);
+        self.listings
+            .lock()
+            .expect("listings")
+            .insert(key, (Instant::now(), Arc::clone(&rows)));
+        Ok(rows)
+    }
+
+    /// The tag a constraint picks in an OCI repository, and the digest of
+    /// its chart layer.
+    async fn oci_pick(
+        &self,
+        reference: &str,
+        chart: &str,
+        shown: &str,
+        constraint: &str,
+        access: &Access,
+    ) -> Result<(String, String), ChartError> {
+        let client = oci_client(access, self.timeout);
+        let auth = oci_auth(access);
+        let oci_err =
+            |e: oci_client::errors::OciDistributionError| oci_error(chart, shown, access, &e);
+        let repo_ref: oci_client::Reference =
+            reference.parse().map_err(|e| ChartError::Invalid {
+                chart: chart.to_owned(),
+                message: format!("{shown} is not an OCI reference: {e}"),
+            })?;
+        let tag = if constraint.is_empty()
+            || constraint::parse_version(constraint).is_some_and(|_| {
+                !constraint.contains(['*', 'x', 'X', '^', '~', '>', '<', ' ', ',', '|'])
+            }) && !constraint.is_empty()
+        {
+            constraint.replace('+', "_")
+        } else {
+            let key = format!("tags\0{reference}\0{}", access.digest());
+            let cached = self
+                .listings
+                .lock()
+                .expect("listings")
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < self.index_ttl)
+                .map(|(_, l)| Arc::clone(l));
+            let tags: Vec<String> = match cached {
+                Some(l) => l.iter().map(|o| o.version.clone()).collect(),
+                None => {
+                    self.stats.index_fetches.fetch_add(1, Ordering::Relaxed);
+                    let listed = tokio::time::timeout(
+                        self.timeout,
+                        client.list_tags(&repo_ref, &auth, None, None),
+                    )
+                    .await
+                    .map_err(|_| self.timed_out(chart, shown))?
+                    .map_err(oci_err)?;
+                    let rows = listed
+                        .tags
+                        .iter()
+                        .map(|t| Offer {
+                            chart: chart.to_owned(),
+                            version: t.clone(),
+                            urls: Vec::new(),
+                            digest: None,
+                        })
+                        .collect();
+                    self.listings
+                        .lock()
+                        .expect("listings")
+                        .insert(key, (Instant::now(), Arc::new(rows)));
+                    listed.tags
+                }
+            };
+            let versions: Vec<String> = tags.iter().map(|t| t.replace('_', "+")).collect();
+            let picked = constraint::pick(constraint, versions.iter().map(String::as_str))
+                .map_err(|message| ChartError::Invalid {
+                    chart: chart.to_owned(),
+                    message,
+                })?
+                .ok_or_else(|| ChartError::NoMatchingVersion {
+                    chart: chart.to_owned(),
+                    from: shown.to_owned(),
+                    constraint: constraint.to_owned(),
+                    available: summarize(&versions.iter().map(String::as_str).collect::<Vec<_>>()),
+                })?;
+            picked.replace('+', "_")
+        };
+        let tagged: oci_client::Reference =
+            format!("{reference}:{tag}")
+                .parse()
+                .map_err(|e| ChartError::Invalid {
+                    chart: chart.to_owned(),
+                    message: format!("{shown}:{tag} is not an OCI reference: {e}"),
+                })?;
+        let (manifest, _) =
+            tokio::time::timeout(self.timeout, client.pull_manifest(&tagged, &auth))
+                .await
+                .map_err(|_| self.timed_out(chart, shown))?
+                .map_err(oci_err)?;
+        let oci_client::manifest::OciManifest::Image(image) = manifest else {
+            return Err(ChartError::Invalid {
+                chart: chart.to_owned(),
+                message: format!("{shown}:{tag} is an image index, not a chart"),
+            });
+        };
+        let layer = image
+            .layers
+            .iter()
+            .find(|l| l.media_type == HELM_CHART_LAYER)
+            .ok_or_else(|| ChartError::Invalid {
+                chart: chart.to_owned(),
+                message: format!("{shown}:{tag} has no Helm chart layer ({HELM_CHART_LAYER})"),
+            })?;
+        if layer.size > self.limits.max_archive_bytes as i64 {
+            return Err(ChartError::TooLarge {
+                chart: chart.to_owned(),
+                size: usize::try_from(layer.size).unwrap_or(usize::MAX),
+                limit: self.limits.max_archive_bytes,
+            });
+        }
+        Ok((tag, layer.digest.clone()))
+    }
+
+    /// The archive of `key`: from the cache when its digest is known and
+    /// held, else fetched (once, whoever else waits), verified and kept.
+    async fn archive(
+        &self,
+        chart: &str,
+        shown: &str,
+        key: &str,
+        expected: Option<&str>,
+        access: &Access,
+        fetch: &Fetch,
+    ) -> Result<(String, Vec<u8>), ChartError> {
+        let lock = self.lock(key);
+        let _guard = lock.lock().await;
+        let known = expected
+            .map(normalize_digest)
+            .or_else(|| self.digests.lock().expect("digests").get(key).cloned());
+        if let Some(d) = &known
+            && let Ok(bytes) = std::fs::read(self.blob_path(d))
+            && sha256(&bytes) == *d
+        {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((d.clone(), bytes));
+        }
+        self.stats.downloads.fetch_add(1, Ordering::Relaxed);
+        let bytes = match fetch {
+            Fetch::Http(url) => {
+                self.get(url, access, self.limits.max_archive_bytes, chart, shown)
+                    .await?
+            }
+            Fetch::Oci { reference } => self.oci_blob(reference, chart, shown, access).await?,
+        };
+        let digest = sha256(&bytes);
+        if let Some(want) = known.as_deref().filter(|_| expected.is_some())
+            && want != digest
+        {
+            return Err(ChartError::DigestMismatch {
+                chart: chart.to_owned(),
+                expected: want.to_owned(),
+                actual: digest,
+            });
+        }
+        self.keep(&digest, &bytes);
+        self.digests
+            .lock()
+            .expect("digests")
+            .insert(key.to_owned(), digest.clone());
+        Ok((digest, bytes))
+    }
+
+    async fn oci_blob(
+        &self,
+        reference: &str,
+        chart: &str,
+        shown: &str,
+        access: &Access,
+    ) -> Result<Vec<u8>, ChartError> {
+        let client = oci_client(access, self.timeout);
+        let auth = oci_auth(access);
+        let tagged: oci_client::Reference = reference.parse().map_err(|e| ChartError::Invalid {
+            chart: chart.to_owned(),
+            message: format!("{shown} is not an OCI reference: {e}"),
+        })?;
+        let pulled = tokio::time::timeout(
+            self.timeout,
+            client.pull(
+                &tagged,
+                &auth,
+                vec![HELM_CHART_LAYER, "application/vnd.cncf.helm.config.v1+json"],
+            ),
+        )
+        .await
+        .map_err(|_| self.timed_out(chart, shown))?
+        .map_err(|e| oci_error(chart, shown, access, &e))?;
+        let layer = pulled
+            .layers
+            .into_iter()
+            .find(|l| l.media_type == HELM_CHART_LAYER)
+            .ok_or_else(|| ChartError::Invalid {
+                chart: chart.to_owned(),
+                message: format!("{shown} has no Helm chart layer"),
+            })?;
+        Ok(layer.data.to_vec())
+    }
+
+    /// GET with the access's TLS trust and credentials, refusing bodies
+    /// over `limit` as they arrive.
+    async fn get(
+        &self,
+        url: &str,
+        access: &Access,
+        limit: usize,
+        chart: &str,
+        shown: &str,
+    ) -> Result<Vec<u8>, ChartError> {
+        let client = self.client(access).map_err(|message| ChartError::Tls {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message,
+        })?;
+        let mut req = client.get(url);
+        if let Some((u, p)) = &access.basic {
+            req = req.basic_auth(u, Some(p));
+        }
+        let work = async {
+            let mut resp = req
+                .send()
+                .await
+                .map_err(|e| http_error(chart, shown, access, e))?;
+            let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
+                return Err(ChartError::Auth {
+                    chart: chart.to_owned(),
+                    from: shown.to_owned(),
+                    message: format!(
+                        "{} {}",
+                        status.as_u16(),
+                        if access.basic.is_some() {
+                            "with the credentials of helmSecretName"
+                        } else {
+                            "without credentials: name a Secret in helmSecretName"
+                        }
+                    ),
+                });
+            }
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err(ChartError::Invalid {
+                    chart: chart.to_owned(),
+                    message: format!("{} answered 404 Not Found", crate::source::redact(url)),
+                });
+            }
+            if !status.is_success() {
+                return Err(ChartError::Unreachable {
+                    chart: chart.to_owned(),
+                    from: shown.to_owned(),
+                    message: format!("{} answered {status}", crate::source::redact(url)),
+                });
+            }
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(ChartError::TooLarge {
+                    chart: chart.to_owned(),
+                    size: usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX),
+                    limit,
+                });
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| http_error(chart, shown, access, e))?
+            {
+                body.extend_from_slice(&chunk);
+                if body.len() > limit {
+                    return Err(ChartError::TooLarge {
+                        chart: chart.to_owned(),
+                        size: body.len(),
+                        limit,
+                    });
+                }
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| self.timed_out(chart, shown))?
+    }
+
+    fn timed_out(&self, chart: &str, shown: &str) -> ChartError {
+        ChartError::Unreachable {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message: format!("no answer within {}s", self.timeout.as_secs()),
+        }
+    }
+
+    fn client(&self, access: &Access) -> Result<reqwest::Client, String> {
+        let key = access.digest();
+        if let Some(c) = self.clients.lock().expect("clients").get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(self.timeout)
+            .danger_accept_invalid_certs(access.insecure_skip_verify);
+        if let Some(pem) = &access.ca_bundle {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the CA bundle does not parse: {e}"))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b.build().map_err(|e| e.to_string())?;
+        self.clients
+            .lock()
+            .expect("clients")
+            .insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            self.locks
+                .lock()
+                .expect("locks")
+                .entry(key.to_owned())
+                .or_default(),
+        )
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.cache.join(format!("{}.tgz", digest.replace(':', "-")))
+    }
+
+    /// Writes an archive to the cache (a temporary file, then a rename);
+    /// a cache that cannot be written only costs a later download.
+    fn keep(&self, digest: &str, bytes: &[u8]) {
+        let path = self.blob_path(digest);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let written = std::fs::create_dir_all(&self.cache)
+            .and_then(|_| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(cache = %self.cache.display(), error = %e, "could not cache a chart archive");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// The offer a constraint picks among a listing's versions of `chart`.
+fn pick_offer(
+    chart: &str,
+    shown: &str,
+    constraint: &str,
+    listing: &[Offer],
+) -> Result<Offer, ChartError> {
+    let mine: Vec<&Offer> = listing.iter().filter(|o| o.chart == chart).collect();
+    let versions: Vec<&str> = mine.iter().map(|o| o.version.as_str()).collect();
+    let picked = constraint::pick(constraint, versions.iter().copied()).map_err(|message| {
+        ChartError::Invalid {
+            chart: chart.to_owned(),
+            message,
+        }
+    })?;
+    let Some(picked) = picked else {
+        return Err(ChartError::NoMatchingVersion {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            constraint: constraint.to_owned(),
+            available: summarize(&versions),
+        });
+    };
+    Ok(mine
+        .into_iter()
+        .find(|o| o.version == picked)
+        .expect("picked from these")
+        .clone())
+}
+
+enum Fetch {
+    Http(String),
+    Oci { reference: String },
+}
+
+fn index_options() -> serde_saphyr::Options {
+    // Public indexes run to tens of megabytes.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 50_000_000;
+    budget.max_nodes = 20_000_000;
+    budget.max_total_scalar_bytes = MAX_INDEX_BYTES;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// An index digest (bare hex, as Helm writes it) or an OCI digest, as
+/// `sha256:<hex>`.
+fn normalize_digest(d: &str) -> String {
+    let d = d.trim().to_ascii_lowercase();
+    if d.starts_with("sha256:") {
+        d
+    } else {
+        format!("sha256:{d}")
+    }
+}
+
+/// An index URL relative to the repository, as Helm resolves it.
+fn join_url(repo: &str, url: &str) -> String {
+    if url.contains("://") {
+        return url.to_owned();
+    }
+    let base = format!("{}/", repo.trim_end_matches('/'));
+    url::Url::parse(&base)
+        .and_then(|b| b.join(url))
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| format!("{base}{url}"))
+}
+
+fn summarize(versions: &[&str]) -> String {
+    let mut sorted: Vec<&str> = versions.to_vec();
+    sorted.sort_by(
+        |a, b| match (constraint::parse_version(a), constraint::parse_version(b)) {
+            (Some(x), Some(y)) => y.cmp(&x),
+            _ => b.cmp(a),
+        },
+    );
+    let shown: Vec<&str> = sorted.iter().take(8).copied().collect();
+    match sorted.len() {
+        0 => "none".into(),
+        n if n > 8 => format!("{}, and {} more", shown.join(", "), n - 8),
+        _ => shown.join(", "),
+    }
+}
+
+fn scrub(message: String, access: &Access) -> String {
+    access
+        .secrets()
+        .into_iter()
+        .fold(message, |m, s| m.replace(s, "<redacted>"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn http_error(chart: &str, shown: &str, access: &Access, e: reqwest::Error) -> ChartError {
+    // The URL may carry a query credential; the source is named anyway.
+    let message = scrub(error_chain(&e.without_url()), access);
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("unknownissuer") {
+        return ChartError::Tls {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message,
+        };
+    }
+    ChartError::Unreachable {
+        chart: chart.to_owned(),
+        from: shown.to_owned(),
+        message,
+    }
+}
+
+fn oci_auth(access: &Access) -> oci_client::secrets::RegistryAuth {
+    match &access.basic {
+        Some((u, p)) => oci_client::secrets::RegistryAuth::Basic(u.clone(), p.clone()),
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+    }
+}
+
+fn oci_client(access: &Access, timeout: Duration) -> oci_client::Client {
+    let mut config = oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Https,
+        accept_invalid_certificates: access.insecure_skip_verify,
+        read_timeout: Some(timeout),
+        connect_timeout: Some(timeout),
+        ..Default::default()
+    };
+    if let Some(pem) = &access.ca_bundle {
+        config
+            .extra_root_certificates
+            .push(oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            });
+    }
+    oci_client::Client::new(config)
+}
+
+fn oci_error(
+    chart: &str,
+    shown: &str,
+    access: &Access,
+    e: &oci_client::errors::OciDistributionError,
+) -> ChartError {
+    use oci_client::errors::OciDistributionError as E;
+    let message = scrub(error_chain(e), access);
+    let lower = message.to_ascii_lowercase();
+    match e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => ChartError::Auth {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message,
+        },
+        E::ImageManifestNotFoundError(_) => ChartError::UnknownChart {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+        },
+        _ if lower.contains("certificate") || lower.contains("unknownissuer") => ChartError::Tls {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message,
+        },
+        _ if lower.contains("401") || lower.contains("403") || lower.contains("unauthorized") => {
+            ChartError::Auth {
+                chart: chart.to_owned(),
+                from: shown.to_owned(),
+                message,
+            }
+        }
+        _ if lower.contains("404") || lower.contains("not found") || lower.contains("unknown") => {
+            ChartError::UnknownChart {
+                chart: chart.to_owned(),
+                from: shown.to_owned(),
+            }
+        }
+        _ => ChartError::Unreachable {
+            chart: chart.to_owned(),
+            from: shown.to_owned(),
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_urls_resolve_against_the_repository() {
+        assert_eq!(
+            join_url("https://charts.example.com/stable", "redis-1.0.0.tgz"),
+            "https://charts.example.com/stable/redis-1.0.0.tgz"
+        );
+        assert_eq!(
+            join_url("https://charts.example.com/stable/", "../other/x.tgz"),
+            "https://charts.example.com/other/x.tgz"
+        );
+        assert_eq!(
+            join_url("https://a.example.com", "https://b.example.com/x.tgz"),
+            "https://b.example.com/x.tgz"
+        );
+        assert_eq!(normalize_digest("ABC"), "sha256:abc");
+        assert_eq!(
+            summarize(&["1.0.0", "2.0.0", "1.5.0"]),
+            "2.0.0, 1.5.0, 1.0.0"
+        );
+    }
+}
