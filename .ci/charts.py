@@ -104,6 +104,7 @@ def controller_chart():
         "FLOTILLA_LEASE_RENEW_DEADLINE": "20s", "FLOTILLA_LEASE_RETRY_PERIOD": "5s",
         "FLOTILLA_GIT_TIMEOUT": "2m", "FLOTILLA_LOG": "flotilla_controller=debug",
         "FLOTILLA_GIT_CONNECTIONS": "128", "FLOTILLA_COMPILE_TIMEOUT": "2m",
+        "FLOTILLA_CHART_INDEX_TTL": "5m",
         "FLOTILLA_ALLOW_FILE_REPOS": "true",
     }
     for k, v in want.items():

@@ -218,8 +218,40 @@ impl Downstream {
         Ok(self.live(&member.key).expect("just recorded"))
     }
 
+    /// The object as the cluster has it now (not the watch's copy).
+    pub async fn get(&self, member: &Member) -> Result<Option<Value>, Error> {
+        let r = match self.resolve(&gvk_of(member)).await {
+            Ok(r) => r,
+            Err(_) => return Ok(None),
+        };
+        let api = self.api(&r, &member.key.namespace);
+        Ok(api
+            .get_opt(&member.key.name)
+            .await?
+            .map(|o| serde_json::to_value(&o).expect("objects serialize")))
+    }
+
+    /// Waits until an object is gone (a deleted hook, before it is made
+    /// again), at most `timeout`.
+    pub async fn wait_gone(&self, member: &Member, timeout: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.get(member).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Failed(format!(
+                    "{} was not deleted within {}s",
+                    member.key,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.remove(&member.key);
+        Ok(())
+    }
+
     /// Deletes an object the agent applied, guarded by its uid, and only
-    /// while it still carries `applyset` as its part-of label.
+    /// while it still carries `applyset` as its part-of label (and is not
+    /// `helm.sh/resource-policy: keep`).
     pub async fn delete(&self, member: &Member, applyset: &str) -> Result<(), Error> {
         let r = match self.resolve(&gvk_of(member)).await {
             Ok(r) => r,
@@ -242,6 +274,16 @@ impl Downstream {
             .is_some_and(|v| v == applyset);
         if !ours {
             tracing::info!(object = %member.key, "not pruned: it no longer belongs to this deployment");
+            return Ok(());
+        }
+        let kept = live
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::hooks::RESOURCE_POLICY))
+            .is_some_and(|p| p.trim() == "keep");
+        if kept {
+            tracing::info!(object = %member.key, "not pruned: helm.sh/resource-policy is keep");
             return Ok(());
         }
         let params = DeleteParams {

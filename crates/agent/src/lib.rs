@@ -29,6 +29,7 @@
 
 pub mod downstream;
 pub mod drift;
+pub mod hooks;
 pub mod inventory;
 pub mod readiness;
 pub mod reconcile;

@@ -4,15 +4,18 @@
 //! 2. render its `deploymentID` (once per deployment, kept in memory);
 //! 3. wait while a `dependsOn` bundle is not Ready here, apply nothing
 //!    while `paused`;
-//! 4. a new deployment: namespaces and CRDs first, then everything else,
-//!    each object only when it differs from the cluster; then prune what
-//!    the new set lacks, unless an object was rejected;
+//! 4. a new deployment: its `pre-install`/`pre-upgrade` Helm hooks (see
+//!    `hooks.rs`), namespaces and CRDs, then everything else, each object
+//!    only when it differs from the cluster; then prune what the new set
+//!    lacks, unless an object was rejected; its `post-install`/
+//!    `post-upgrade` hooks once everything is Ready;
 //! 5. the same deployment: re-apply drifted objects when `correctDrift`;
 //! 6. judge readiness and drift, and write the status only if it changed.
 
 use crate::Error;
 use crate::downstream::{api_message, gvk_of};
 use crate::drift::{describe, drift};
+use crate::hooks::{self, Phase};
 use crate::inventory::{Inventory, Member, ObjKey, applyset_id, phase, prune};
 use crate::readiness::readiness;
 use crate::run::Inner;
@@ -44,7 +47,15 @@ pub struct Deployed {
     /// Normalized manifests, labelled for the inventory, in apply order.
     pub desired: Vec<Value>,
     pub members: Inventory,
+    /// Helm hooks to run around the apply; not in the inventory.
+    pub hooks: Vec<hooks::Hook>,
+    /// How long one hook may run (`helm.timeoutSeconds`, else 5 minutes).
+    pub hook_timeout: std::time::Duration,
 }
+
+/// The annotation of the inventory parent that holds a deployment's
+/// post hooks until they ran: `<deploymentID> install|upgrade`.
+const POST_HOOKS: &str = "flotilla.dev/post-hooks";
 
 /// The inventory parent of a BundleDeployment.
 struct Parent {
@@ -113,7 +124,12 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
     if spec.paused {
         tracing::debug!(bundle_deployment = %name, "paused: nothing applied");
     } else if current.applied_deployment_id != spec.deployment_id {
-        let errors = apply_deployment(&inner, &bd, &deployed, &parent).await?;
+        let phase = if current.applied_deployment_id.is_empty() {
+            Phase::Install
+        } else {
+            Phase::Upgrade
+        };
+        let errors = apply_deployment(&inner, &bd, &deployed, &parent, phase).await?;
         if errors.is_empty() {
             outcome.applied = true;
             tracing::info!(bundle_deployment = %name, deployment = %spec.deployment_id, objects = deployed.desired.len(), "deployment applied");
@@ -136,7 +152,18 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
             }
         }
     }
-    outcome.assessment = Some(assess(&deployed, &inner, &spec.options));
+    let assessment = assess(&deployed, &inner, &spec.options);
+    if outcome.error.is_none()
+        && assessment.ready
+        && deployed.hooks.iter().any(|h| {
+            h.events.contains(&hooks::Event::PostInstall)
+                || h.events.contains(&hooks::Event::PostUpgrade)
+        })
+        && let Err(e) = post_hooks(&inner, &bd, &deployed, &parent).await?
+    {
+        outcome.error = Some(("HookFailed", e));
+    }
+    outcome.assessment = Some(assessment);
     write_status(&inner, &bd, &current, &outcome).await?;
     match outcome.error {
         Some((_, message)) => Err(Error::Failed(message)),
@@ -196,7 +223,7 @@ async fn finalize(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resu
         return Ok(Action::Done);
     }
     let keep = bd.spec.options.keep_resources;
-    let mut recorded = read_parent(inner, parent).await?;
+    let mut recorded = read_parent(inner, parent).await?.members;
     if let Some(d) = inner.deployed.lock().expect("deployed lock").get(&name) {
         recorded = recorded.union(&d.members);
     }
@@ -354,8 +381,13 @@ async fn prepare(
         }
         desired.push(obj);
     }
+    let (mut desired, hooks) = hooks::split(desired);
     desired.sort_by_key(|o| Member::of(o).map(|m| phase(&m.key)));
-    let members = Inventory::new(members.into_values());
+    let members = Inventory::new(members.into_values().filter(|m| {
+        desired
+            .iter()
+            .any(|o| Member::of(o).is_some_and(|d| d.key == m.key))
+    }));
     // The inventory is one ConfigMap: the API server refuses it past 1 MiB.
     let size = members.encode().len();
     if size > flotilla_bundle::limits::MAX_CONFIG_DATA_BYTES - INVENTORY_HEADROOM {
@@ -365,10 +397,21 @@ async fn prepare(
             flotilla_bundle::limits::MAX_CONFIG_DATA_BYTES
         )));
     }
+    let hook_timeout = std::time::Duration::from_secs(
+        bd.spec
+            .options
+            .helm
+            .as_ref()
+            .and_then(|h| h.timeout_seconds)
+            .filter(|t| *t > 0)
+            .map_or(300, u64::from),
+    );
     let deployed = Arc::new(Deployed {
         deployment_id: bd.spec.deployment_id.clone(),
         desired,
         members,
+        hooks,
+        hook_timeout,
     });
     inner
         .deployed
@@ -462,6 +505,7 @@ async fn apply_deployment(
     bd: &BundleDeployment,
     deployed: &Deployed,
     parent: &Parent,
+    phase: Phase,
 ) -> Result<Vec<String>, Error> {
     let options = &bd.spec.options;
     inner
@@ -469,16 +513,25 @@ async fn apply_deployment(
         .ensure_namespace(&parent.namespace, None, None)
         .await?;
     ensure_namespaces(inner, bd, deployed).await?;
-    let previous = read_parent(inner, parent).await?;
+    let state = read_parent(inner, parent).await?;
+    let previous = state.members;
     let during = previous.union(&deployed.members);
-    if during != previous {
-        write_parent(inner, bd, parent, &during).await?;
+    // Post hooks are remembered downstream until they ran, so a restarted
+    // agent still runs them.
+    let pending = (!hooks::for_event(&deployed.hooks, phase.post()).is_empty())
+        .then(|| format!("{} {}", deployed.deployment_id, phase.as_str()));
+    if during != previous || pending != state.post_hooks {
+        write_parent(inner, bd, parent, &during, pending.as_deref()).await?;
+    }
+    let pre = hooks::for_event(&deployed.hooks, phase.pre());
+    if let Err(e) = run_hooks(inner, &pre, phase.pre(), parent, deployed.hook_timeout).await? {
+        return Ok(vec![e]);
     }
 
     let (first, rest): (Vec<&Value>, Vec<&Value>) = deployed
         .desired
         .iter()
-        .partition(|o| Member::of(o).is_some_and(|m| phase(&m.key) == 0));
+        .partition(|o| Member::of(o).is_some_and(|m| crate::inventory::phase(&m.key) == 0));
     let mut errors = apply_objects(inner, first, true).await;
     errors.extend(apply_objects(inner, rest, true).await);
     if !errors.is_empty() {
@@ -489,9 +542,87 @@ async fn apply_deployment(
     }
     // The parent already says this when nothing was pruned.
     if deployed.members != during {
-        write_parent(inner, bd, parent, &deployed.members).await?;
+        write_parent(inner, bd, parent, &deployed.members, pending.as_deref()).await?;
     }
     Ok(errors)
+}
+
+/// Runs hooks in order, each waited for; `Ok(Err(why))` when one failed
+/// (what follows is not applied). Delete policies are honoured.
+async fn run_hooks(
+    inner: &Inner,
+    hooks: &[&hooks::Hook],
+    event: hooks::Event,
+    parent: &Parent,
+    timeout: std::time::Duration,
+) -> Result<Result<(), String>, Error> {
+    for hook in hooks {
+        let Some(member) = Member::of(&hook.object) else {
+            continue;
+        };
+        let what = format!("{} hook {}", event.as_str(), member.key);
+        if hook.delete_before {
+            inner.down.delete(&member, &parent.id).await?;
+            inner.down.wait_gone(&member, timeout).await?;
+        }
+        if let Err(e) = inner.down.apply(&hook.object).await {
+            return Ok(Err(format!("{what}: {e}")));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome = loop {
+            let live = inner.down.get(&member).await?;
+            match live.as_ref().map(hooks::progress) {
+                Some(hooks::Progress::Succeeded) => break Ok(()),
+                Some(hooks::Progress::Failed(why)) => break Err(format!("{what} failed: {why}")),
+                // Deleted by someone else meanwhile: Helm would say failed.
+                None => break Err(format!("{what} disappeared before it finished")),
+                Some(hooks::Progress::Running) if tokio::time::Instant::now() >= deadline => {
+                    break Err(format!(
+                        "{what} did not finish within {}s",
+                        timeout.as_secs()
+                    ));
+                }
+                Some(hooks::Progress::Running) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            }
+        };
+        match &outcome {
+            Ok(()) if hook.delete_on_success => inner.down.delete(&member, &parent.id).await?,
+            Err(_) if hook.delete_on_failure => inner.down.delete(&member, &parent.id).await?,
+            _ => {}
+        }
+        if let Err(e) = outcome {
+            tracing::warn!(hook = %member.key, error = %e, "hook failed");
+            return Ok(Err(e));
+        }
+        tracing::info!(hook = %member.key, event = event.as_str(), "hook done");
+    }
+    Ok(Ok(()))
+}
+
+/// Once the deployment is Ready: its post hooks, if the parent says they
+/// have not run yet for it.
+async fn post_hooks(
+    inner: &Inner,
+    bd: &BundleDeployment,
+    deployed: &Deployed,
+    parent: &Parent,
+) -> Result<Result<(), String>, Error> {
+    let state = read_parent(inner, parent).await?;
+    let Some(pending) = state.post_hooks.as_deref() else {
+        return Ok(Ok(()));
+    };
+    let (id, phase) = pending.split_once(' ').unwrap_or((pending, ""));
+    let Some(phase) = Phase::parse(phase).filter(|_| id == deployed.deployment_id) else {
+        return Ok(Ok(()));
+    };
+    let post = hooks::for_event(&deployed.hooks, phase.post());
+    if let Err(e) = run_hooks(inner, &post, phase.post(), parent, deployed.hook_timeout).await? {
+        return Ok(Err(e));
+    }
+    write_parent(inner, bd, parent, &state.members, None).await?;
+    Ok(Ok(()))
 }
 
 /// Applies objects that differ from the cluster (all of them when
@@ -541,25 +672,45 @@ fn owned_by_agent(live: &Value) -> bool {
         })
 }
 
-async fn read_parent(inner: &Inner, parent: &Parent) -> Result<Inventory, Error> {
+/// What the inventory parent records.
+struct ParentState {
+    members: Inventory,
+    /// Post hooks not run yet: `<deploymentID> <phase>`.
+    post_hooks: Option<String>,
+}
+
+async fn read_parent(inner: &Inner, parent: &Parent) -> Result<ParentState, Error> {
     let Some(cm) = inner
         .down
         .get_parent(&parent.namespace, &parent.name)
         .await?
     else {
-        return Ok(Inventory::default());
+        return Ok(ParentState {
+            members: Inventory::default(),
+            post_hooks: None,
+        });
     };
+    let post_hooks = cm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POST_HOOKS))
+        .cloned();
     let text = cm
         .data
         .as_ref()
         .and_then(|d| d.get("members"))
         .map(String::as_str)
         .unwrap_or("[]");
-    Inventory::decode(text).map_err(|e| {
+    let members = Inventory::decode(text).map_err(|e| {
         Error::Failed(format!(
             "inventory {}/{}: {e}",
             parent.namespace, parent.name
         ))
+    })?;
+    Ok(ParentState {
+        members,
+        post_hooks,
     })
 }
 
@@ -568,6 +719,7 @@ async fn write_parent(
     bd: &BundleDeployment,
     parent: &Parent,
     members: &Inventory,
+    post_hooks: Option<&str>,
 ) -> Result<(), Error> {
     let additional: BTreeSet<&str> = members
         .members
@@ -586,28 +738,33 @@ async fn write_parent(
                     keys::MANAGED_BY_VALUE.to_owned(),
                 ),
             ])),
-            annotations: Some(BTreeMap::from([
-                (
-                    "applyset.kubernetes.io/tooling".to_owned(),
-                    format!("flotilla/v{}", env!("CARGO_PKG_VERSION")),
-                ),
-                (
-                    "applyset.kubernetes.io/contains-group-kinds".to_owned(),
-                    members.group_kinds(),
-                ),
-                (
-                    "applyset.kubernetes.io/additional-namespaces".to_owned(),
-                    additional.into_iter().collect::<Vec<_>>().join(","),
-                ),
-                (
-                    keys::BUNDLE_DEPLOYMENT.to_owned(),
-                    format!(
-                        "{}/{}",
-                        inner.config.cluster_namespace,
-                        bd.metadata.name.as_deref().unwrap_or_default()
+            annotations: Some(
+                BTreeMap::from([
+                    (
+                        "applyset.kubernetes.io/tooling".to_owned(),
+                        format!("flotilla/v{}", env!("CARGO_PKG_VERSION")),
                     ),
-                ),
-            ])),
+                    (
+                        "applyset.kubernetes.io/contains-group-kinds".to_owned(),
+                        members.group_kinds(),
+                    ),
+                    (
+                        "applyset.kubernetes.io/additional-namespaces".to_owned(),
+                        additional.into_iter().collect::<Vec<_>>().join(","),
+                    ),
+                    (
+                        keys::BUNDLE_DEPLOYMENT.to_owned(),
+                        format!(
+                            "{}/{}",
+                            inner.config.cluster_namespace,
+                            bd.metadata.name.as_deref().unwrap_or_default()
+                        ),
+                    ),
+                ])
+                .into_iter()
+                .chain(post_hooks.map(|p| (POST_HOOKS.to_owned(), p.to_owned())))
+                .collect(),
+            ),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("members".to_owned(), members.encode())])),

@@ -3,7 +3,12 @@
 //!
 //! - Raw YAML: every manifest file, with `yaml.overlays` applied in order.
 //! - Kustomize: `kubectl kustomize` on `kustomize.dir` (or the root).
-//! - Helm: `helm template` on the local chart or `helm.repo`/`helm.chart`.
+//! - Helm: `helm template` on the chart inside the bundle (a remote chart
+//!   was vendored there when the bundle was compiled: the agent never
+//!   fetches one); with a kustomization in `kustomize.dir` (or the root),
+//!   kustomize then runs over Helm's output, as Fleet post-renders: the
+//!   output becomes `fleet-manifests.yaml`, first of that kustomization's
+//!   resources.
 //!
 //! Then, for every object: `namespace` forces the namespace of namespaced
 //! kinds (a cluster-scoped object is refused, as in Fleet); otherwise
@@ -266,6 +271,14 @@ fn helm_args(input: &RenderInput<'_>, scratch: &Scratch) -> Result<Vec<String>> 
 }
 
 fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    let helm = input.options.helm.clone().unwrap_or_default();
+    let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+    if set(&helm.repo) || helm.chart.as_deref().is_some_and(|c| c.contains("://")) {
+        return Err(BundleError::Tool {
+            tool: "helm template".into(),
+            message: "this bundle names a remote chart: charts are resolved and vendored when the bundle is compiled, and an agent never fetches one".into(),
+        });
+    }
     let helm_bin = input.tools.helm.as_ref().ok_or_else(|| BundleError::Tool {
         tool: "helm template".into(),
         message: "this bundle is a Helm chart, and no `helm` binary is on PATH".into(),
@@ -273,7 +286,106 @@ fn render_helm(input: &RenderInput<'_>) -> Result<Vec<Value>> {
     let scratch = Scratch::write(input.content)?;
     let args = helm_args(input, &scratch)?;
     let out = run("helm template", helm_bin, &args, input.tools.timeout)?;
-    parse_documents("(helm template output)", &out)
+    match post_render_dir(input)? {
+        Some((dir, file)) => post_render(input, &dir, &file, out),
+        None => parse_documents("(helm template output)", &out),
+    }
+}
+
+/// The kustomization that post-renders a Helm bundle, if there is one:
+/// in `kustomize.dir`, or the bundle's root. (dir, file name)
+fn post_render_dir(input: &RenderInput<'_>) -> Result<Option<(String, String)>> {
+    let dir = input
+        .options
+        .kustomize
+        .as_ref()
+        .and_then(|k| k.dir.as_deref())
+        .filter(|d| !d.is_empty())
+        .map(|d| crate::tree::safe_path("", d, "kustomize.dir"))
+        .transpose()?
+        .unwrap_or_default();
+    let join = |f: &str| {
+        if dir.is_empty() {
+            f.to_owned()
+        } else {
+            format!("{dir}/{f}")
+        }
+    };
+    Ok(crate::kustomize::KUSTOMIZATION_FILES
+        .iter()
+        .find(|f| input.content.files.contains_key(&join(f)))
+        .map(|f| (dir.clone(), join(f))))
+}
+
+/// Kustomize over Helm's output: the output is written as
+/// `fleet-manifests.yaml` beside the kustomization, listed first in its
+/// resources.
+fn post_render(
+    input: &RenderInput<'_>,
+    dir: &str,
+    file: &str,
+    helm_output: String,
+) -> Result<Vec<Value>> {
+    let manifests = if dir.is_empty() {
+        "fleet-manifests.yaml".to_owned()
+    } else {
+        format!("{dir}/fleet-manifests.yaml")
+    };
+    let mut content = input.content.clone();
+    let text =
+        std::str::from_utf8(&content.files[file]).map_err(|_| BundleError::InvalidManifest {
+            file: file.to_owned(),
+            message: "not UTF-8 text".into(),
+        })?;
+    let mut kustomization = match crate::yaml::parse_document(file, text)? {
+        Value::Null => Value::Object(Map::new()),
+        v @ Value::Object(_) => v,
+        _ => {
+            return Err(BundleError::InvalidManifest {
+                file: file.to_owned(),
+                message: "a kustomization is a mapping".into(),
+            });
+        }
+    };
+    let has_output = !helm_output.trim().is_empty();
+    if has_output {
+        let resources = kustomization
+            .as_object_mut()
+            .expect("a mapping")
+            .entry("resources")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        match resources {
+            Value::Array(list) => {
+                if !list.iter().any(|r| r == "fleet-manifests.yaml") {
+                    list.insert(0, Value::String("fleet-manifests.yaml".into()));
+                }
+            }
+            _ => {
+                return Err(BundleError::InvalidManifest {
+                    file: file.to_owned(),
+                    message: "resources is not a list".into(),
+                });
+            }
+        }
+        content.files.insert(manifests, helm_output.into_bytes());
+    }
+    content.files.insert(
+        file.to_owned(),
+        serde_json::to_vec(&kustomization).expect("a kustomization serializes"),
+    );
+    crate::kustomize::check_confined(&content)?;
+    let scratch = Scratch::write(&content)?;
+    let out = run(
+        "kubectl kustomize (post-rendering the chart)",
+        &input.tools.kubectl,
+        &[
+            "kustomize".into(),
+            "--load-restrictor=LoadRestrictionsRootOnly".into(),
+            scratch.dir.join(dir).to_string_lossy().into_owned(),
+        ],
+        input.tools.timeout,
+    )?;
+    parse_documents("(kustomize output over the chart)", &out)
 }
 
 fn post_process(objects: Vec<Value>, input: &RenderInput<'_>) -> Result<Vec<Value>> {

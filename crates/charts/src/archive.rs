@@ -290,28 +290,7 @@ mod tests {
         );
     }
 
-    /// A tar entry written raw, so that hostile names get in.
-    fn raw_tgz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (name, kind, data) in entries {
-            let mut h = tar::Header::new_old();
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-            h.set_size(data.len() as u64);
-            h.set_entry_type(*kind);
-            h.set_mode(0o644);
-            if kind.is_symlink() {
-                h.set_link_name("/etc/passwd").unwrap();
-            }
-            h.set_cksum();
-            out.extend_from_slice(h.as_bytes());
-            out.extend_from_slice(data);
-            out.resize(out.len().div_ceil(512) * 512, 0);
-        }
-        out.extend_from_slice(&[0; 1024]);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut gz, &out).unwrap();
-        gz.finish().unwrap()
-    }
+    use crate::testing::raw_archive as raw_tgz;
 
     #[test]
     fn hostile_archives_are_refused_naming_the_chart_and_why() {

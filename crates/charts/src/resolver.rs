@@ -6,7 +6,8 @@
 //!   version) whose digest is known is never downloaded again, and
 //!   concurrent resolutions of one chart wait for one download.
 //! - An index or tag listing is kept for `index_ttl`, so that GitRepos
-//!   compiling at once ask a repository once.
+//!   compiling at once ask a repository once; an archive URL, which may
+//!   change upstream, is fetched again once that long has passed.
 //! - Every network call has `timeout`; messages never carry a credential.
 
 use crate::archive::{self, ChartFiles, Limits};
@@ -35,6 +36,8 @@ pub struct Resolved {
     /// `sha256:<hex>` of the archive.
     pub digest: String,
     pub chart: ChartFiles,
+    /// Whether this resolution downloaded the archive (not the cache).
+    pub downloaded: bool,
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +86,9 @@ pub struct Resolver {
     clients: Mutex<HashMap<String, reqwest::Client>>,
     listings: Mutex<HashMap<String, (Instant, Listing)>>,
     /// (source, version) -> the archive's digest, once known.
-    digests: Mutex<HashMap<String, String>>,
+    /// The digest last fetched per source key; an archive URL's is
+    /// trusted for `index_ttl` only (its bytes may change upstream).
+    digests: Mutex<HashMap<String, (Instant, String)>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub stats: Stats,
 }
@@ -168,7 +173,7 @@ impl Resolver {
                 )
             }
         };
-        let (digest, bytes) = self
+        let (digest, bytes, downloaded) = self
             .archive(&chart, &shown, &key, expected.as_deref(), access, &fetch)
             .await?;
         let files = archive::extract(&chart, &bytes, self.limits)?;
@@ -187,6 +192,7 @@ impl Resolver {
             },
             digest,
             chart: files,
+            downloaded,
         })
     }
 
@@ -367,18 +373,20 @@ impl Resolver {
         expected: Option<&str>,
         access: &Access,
         fetch: &Fetch,
-    ) -> Result<(String, Vec<u8>), ChartError> {
+    ) -> Result<(String, Vec<u8>, bool), ChartError> {
         let lock = self.lock(key);
         let _guard = lock.lock().await;
-        let known = expected
-            .map(normalize_digest)
-            .or_else(|| self.digests.lock().expect("digests").get(key).cloned());
+        let known = expected.map(normalize_digest).or_else(|| {
+            let digests = self.digests.lock().expect("digests");
+            let (at, d) = digests.get(key)?;
+            (!key.starts_with("url\0") || at.elapsed() < self.index_ttl).then(|| d.clone())
+        });
         if let Some(d) = &known
             && let Ok(bytes) = std::fs::read(self.blob_path(d))
             && sha256(&bytes) == *d
         {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((d.clone(), bytes));
+            return Ok((d.clone(), bytes, false));
         }
         self.stats.downloads.fetch_add(1, Ordering::Relaxed);
         let bytes = match fetch {
@@ -402,8 +410,8 @@ impl Resolver {
         self.digests
             .lock()
             .expect("digests")
-            .insert(key.to_owned(), digest.clone());
-        Ok((digest, bytes))
+            .insert(key.to_owned(), (Instant::now(), digest.clone()));
+        Ok((digest, bytes, true))
     }
 
     async fn oci_blob(

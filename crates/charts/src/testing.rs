@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+/// Entry kinds for [`raw_archive`].
+pub use tar::EntryType;
 
 /// A packaged chart named `name` at `version`, with a ConfigMap template
 /// and `extra` files (paths relative to the chart).
@@ -291,4 +293,152 @@ impl Drop for ChartServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Packages the chart in directory `dir` (e.g. `testdata/charts/x`),
+/// with `version` written into its Chart.yaml.
+pub fn package_dir(dir: &Path, version: &str) -> (String, Vec<u8>) {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d).expect("chart dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((rel, std::fs::read(&p).expect("chart file")));
+            }
+        }
+    }
+    walk(dir, dir, &mut files);
+    let mut name = String::new();
+    for (rel, bytes) in files.iter_mut() {
+        if rel == "Chart.yaml" {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let mut out = String::new();
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix("name:") {
+                    name = n.trim().to_owned();
+                }
+                if line.starts_with("version:") {
+                    out.push_str(&format!("version: {version}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            *bytes = out.into_bytes();
+        }
+    }
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let archive = package(&name, &refs);
+    (name, archive)
+}
+
+/// Every file under `src`, with each `(from, to)` of `replace` applied to
+/// its text: `testdata/repos/fleet-examples-helm` pointed at a test
+/// server. (path relative to `src`, contents)
+pub fn repo_files(src: &Path, replace: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, d: &Path, replace: &[(&str, &str)], out: &mut Vec<(String, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d).expect("repo dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, replace, out);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(root)
+                .expect("inside")
+                .to_string_lossy()
+                .replace('\\', "/");
+            let mut text = String::from_utf8(std::fs::read(&p).expect("file")).expect("UTF-8");
+            for (from, to) in replace {
+                text = text.replace(from, to);
+            }
+            out.push((rel, text.into_bytes()));
+        }
+    }
+    let mut out = Vec::new();
+    walk(src, src, replace, &mut out);
+    out
+}
+
+/// The placeholders of `testdata/repos/fleet-examples-helm` and what
+/// they become for `server`.
+pub fn fleet_examples_replacements(server: &ChartServer) -> Vec<(String, String)> {
+    vec![
+        ("https://charts.example.invalid".into(), server.url()),
+        (
+            "oci://charts.example.invalid".into(),
+            format!("oci://127.0.0.1:{}", server.port),
+        ),
+    ]
+}
+
+/// The repository's test charts (`testdata/charts`), published on `server`
+/// at the versions fleet-examples-helm asks for.
+pub fn publish_test_charts(server: &ChartServer) {
+    let charts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/charts");
+    for (dir, version) in [
+        ("guestbook", "0.0.0"),
+        ("guestbook", "0.1.0"),
+        ("monitoring-crd", "104.1.0+up57.0.3"),
+    ] {
+        let (name, archive) = package_dir(&charts.join(dir), version);
+        server.publish(&name, version, &archive, true);
+    }
+}
+
+/// A chart archive written raw, so that hostile entries get in (`..`,
+/// absolute paths, links to `/etc/passwd`).
+pub fn raw_archive(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        if kind.is_symlink() {
+            h.set_link_name("/etc/passwd").expect("link name");
+        }
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &out).expect("in-memory gzip");
+    gz.finish().expect("in-memory gzip")
+}
+
+/// A small archive of chart `name` that inflates to `inflated` bytes of
+/// zeros: a gzip bomb.
+pub fn gzip_bomb(name: &str, inflated: usize) -> Vec<u8> {
+    let chart_yaml = format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n");
+    let zeros = vec![0u8; inflated];
+    raw_archive(&[
+        (
+            &format!("{name}/Chart.yaml"),
+            tar::EntryType::Regular,
+            chart_yaml.as_bytes(),
+        ),
+        (
+            &format!("{name}/templates/zeros.yaml"),
+            tar::EntryType::Regular,
+            &zeros,
+        ),
+    ])
 }

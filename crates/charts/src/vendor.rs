@@ -29,6 +29,8 @@ pub struct VendoredChart {
     pub source: String,
     /// Where its files are in the bundle.
     pub path: String,
+    /// Whether resolving it downloaded the archive (not the cache).
+    pub downloaded: bool,
 }
 
 impl std::fmt::Display for VendoredChart {
@@ -136,6 +138,7 @@ pub async fn resolve_bundle(
                 digest: resolved.digest.clone(),
                 source: resolved.source.clone(),
                 path: path.clone(),
+                downloaded: resolved.downloaded,
             });
         }
         path
@@ -210,6 +213,7 @@ pub async fn resolve_bundle(
                     digest: r.digest.clone(),
                     source: r.source.clone(),
                     path: format!("{root}/charts/{}", r.chart.name),
+                    downloaded: r.downloaded,
                 });
             }
         }

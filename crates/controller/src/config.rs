@@ -139,6 +139,11 @@ pub struct ControllerArgs {
     /// reported as failed and what is deployed stays.
     #[arg(long, env = "FLOTILLA_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub compile_timeout: Duration,
+    /// How long a chart repository's index (or a registry's tag list) is
+    /// reused: GitRepos compiling at once ask a repository once, and a new
+    /// upstream version in a range is seen after at most this long.
+    #[arg(long, env = "FLOTILLA_CHART_INDEX_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub chart_index_ttl: Duration,
     /// Allow GitRepos to read `file://` URLs and local paths. Off by
     /// default: a tenant could otherwise read any repository on the
     /// controller's host. `flotilla dev` turns it on. Even when on, the
@@ -261,6 +266,7 @@ mod tests {
         assert_eq!(a.lease_duration, Duration::from_secs(15));
         assert_eq!(a.git_connections, 64);
         assert_eq!(a.compile_timeout, Duration::from_secs(60));
+        assert_eq!(a.chart_index_ttl, Duration::from_secs(30));
         assert!(!a.allow_file_repos, "local repositories are off by default");
         assert!(a.leader_elect);
         a.validate().unwrap();
@@ -424,6 +430,7 @@ mod chart_tests {
         assert_eq!(args.git_timeout, d.git_timeout);
         assert_eq!(args.git_connections, d.git_connections);
         assert_eq!(args.compile_timeout, d.compile_timeout);
+        assert_eq!(args.chart_index_ttl, d.chart_index_ttl);
         assert!(!args.allow_file_repos);
         assert_eq!(
             args.git_dir,
@@ -442,7 +449,7 @@ mod chart_tests {
              agent: {contactInterval: 30s, inventoryNamespace: fleet-inventory}\n\
              leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
              metrics: {port: 9090}\n\
-             git: {timeout: 2m, connections: 8, compileTimeout: 90s, allowFileRepos: true}\n\
+             git: {timeout: 2m, connections: 8, compileTimeout: 90s, chartIndexTTL: 5m, allowFileRepos: true}\n\
              webhook: {port: 9443, secretName: git-hooks}\n",
         ));
         let args = parse_env(&env);
@@ -468,6 +475,7 @@ mod chart_tests {
         assert_eq!(args.git_timeout, Duration::from_secs(120));
         assert_eq!(args.git_connections, 8);
         assert_eq!(args.compile_timeout, Duration::from_secs(90));
+        assert_eq!(args.chart_index_ttl, Duration::from_secs(300));
         assert!(args.allow_file_repos);
         assert_eq!(args.webhook_addr.port(), 9443);
         assert_eq!(

@@ -138,7 +138,8 @@ impl Context {
         let metrics = Arc::new(Metrics::new());
         let mirrors = flotilla_git::Mirrors::new(args.git_dir.clone(), args.git_timeout);
         // Chart archives are cached by digest beside the mirrors.
-        let charts = flotilla_charts::Resolver::new(args.git_dir.join("charts"), args.git_timeout);
+        let charts = flotilla_charts::Resolver::new(args.git_dir.join("charts"), args.git_timeout)
+            .with_index_ttl(args.chart_index_ttl);
         let connections = args.git_connections;
         Context {
             client,

@@ -2,6 +2,7 @@
 //! BundleDeployments and Contents) and downstream (where it applies).
 //! One binary, to keep link time down.
 
+mod hooks;
 mod support;
 
 use flotilla_api::{BundleDeploymentOptions, CorrectDrift, keys};

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod fleet_examples;
+
 fn resolver(dir: &TempDir) -> Resolver {
     Resolver::new(dir.path().join("cache"), Duration::from_secs(10)).with_index_ttl(Duration::ZERO)
 }

@@ -179,24 +179,12 @@ async fn run(ctx: &Arc<Context>, job: Job) -> Result<Prepared, Failure> {
         let _permit = Arc::clone(&ctx.git.connections).acquire_owned().await;
         let dir = b.dir.clone();
         let access = |src: &flotilla_charts::ChartSource| job.charts.access(&dir, src);
-        let before = ctx
-            .git
-            .charts
-            .stats
-            .downloads
-            .load(std::sync::atomic::Ordering::Relaxed);
         let (resolved, vendored) =
             flotilla_charts::resolve_bundle(&ctx.git.charts, &b, Limits::default(), &access)
                 .await
                 .map_err(|error| Failure::Chart { commit, error })?;
-        let after = ctx
-            .git
-            .charts
-            .stats
-            .downloads
-            .load(std::sync::atomic::Ordering::Relaxed);
-        ctx.metrics
-            .git("chart-download", after.saturating_sub(before));
+        let downloads = vendored.iter().filter(|v| v.downloaded).count();
+        ctx.metrics.git("chart-download", downloads as u64);
         for v in &vendored {
             tracing::info!(gitrepo = %job.key, bundle = %b.name, chart = %v.name, version = %v.version, digest = %v.digest, "chart resolved");
         }

@@ -94,7 +94,12 @@ pub fn fingerprint(repo: &GitRepo, source: &Source, want: &Want) -> String {
     h.update(source.url.as_bytes());
     h.update(b"\0");
     h.update(source.access_digest().as_bytes());
-    h.update(format!("\0{want:?}\0{:?}", repo.spec.paths));
+    // forceSyncGeneration prepares again, as Fleet runs its job again:
+    // version ranges of charts are resolved anew.
+    h.update(format!(
+        "\0{want:?}\0{:?}\0{}",
+        repo.spec.paths, repo.spec.force_sync_generation
+    ));
     hex::encode(h.finalize())
 }
 

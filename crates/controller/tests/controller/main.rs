@@ -3,6 +3,7 @@
 //! builds short.
 
 mod agents;
+mod charts;
 mod fanout;
 mod gc;
 mod gitrepo;
