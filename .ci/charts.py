@@ -96,7 +96,7 @@ def controller_chart():
     check(dep["spec"]["replicas"] == 3, "flotilla: replicas from values")
     check(c["image"] == "registry.example.com/platform/flotilla:1.2.3", f"flotilla: image {c['image']}")
     want = {
-        "FLOTILLA_GITREPO_WORKERS": "16", "FLOTILLA_FANOUT_WORKERS": "32",
+        "FLOTILLA_GITREPO_WORKERS": "16", "FLOTILLA_HELMOP_WORKERS": "5", "FLOTILLA_FANOUT_WORKERS": "32",
         "FLOTILLA_GC_WORKERS": "24", "FLOTILLA_STATUS_WORKERS": "12",
         "FLOTILLA_AGENT_WORKERS": "6", "FLOTILLA_AGENT_CONTACT_INTERVAL": "1m",
         "FLOTILLA_AGENT_INVENTORY_NAMESPACE": "flotilla-inventory",

@@ -83,6 +83,10 @@ fn controller_args(dir: &TempDir) -> ControllerArgs {
         git_dir: dir.path().join("git-mirrors"),
         // The scenarios' repositories are local.
         allow_file_repos: true,
+        // The real Helm v4 engine renders charts (helm-python-sdk).
+        helm: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/helm-shim/helm"),
+        ),
         ..ControllerArgs::default()
     }
 }

@@ -1,7 +1,7 @@
 //! CRD generation. `flotilla crds` prints these; the chart holds a copy that a
 //! test keeps in sync.
 
-use crate::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo};
+use crate::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo, HelmOp};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_core::CustomResourceExt;
 
@@ -9,6 +9,7 @@ use kube_core::CustomResourceExt;
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         GitRepo::crd(),
+        HelmOp::crd(),
         Bundle::crd(),
         BundleDeployment::crd(),
         Content::crd(),

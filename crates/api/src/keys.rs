@@ -10,6 +10,9 @@ pub const VERSION: &str = "v1alpha1";
 
 /// On a Bundle: the GitRepo it was compiled from.
 pub const REPO_NAME: &str = "flotilla.dev/repo-name";
+/// On a Bundle: the HelmOp that made it (as Fleet's
+/// `fleet.cattle.io/fleet-helm-name`).
+pub const HELMOP_NAME: &str = "flotilla.dev/helmop-name";
 /// On a Bundle: the commit it was compiled from.
 pub const COMMIT: &str = "flotilla.dev/commit";
 /// On a GitRepo: the last pushed commit a webhook reported to a replica
@@ -44,6 +47,8 @@ pub const BUNDLE_DEPLOYMENT_FINALIZER: &str = "flotilla.dev/bundle-deployment";
 pub const BUNDLE_FINALIZER: &str = "flotilla.dev/bundle";
 /// Held on a GitRepo until its Bundles are gone.
 pub const GITREPO_FINALIZER: &str = "flotilla.dev/gitrepo";
+/// On a HelmOp: its Bundle is deleted before it goes.
+pub const HELMOP_FINALIZER: &str = "flotilla.dev/helmop";
 
 /// The cluster group a GitRepo targets when it names no targets.
 pub const DEFAULT_CLUSTER_GROUP: &str = "default";
@@ -58,6 +63,7 @@ mod tests {
     fn label_keys_are_qualified_names() {
         for key in [
             REPO_NAME,
+            HELMOP_NAME,
             COMMIT,
             WEBHOOK_COMMIT,
             BUNDLE_NAME,

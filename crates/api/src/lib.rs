@@ -12,6 +12,7 @@ pub mod condition;
 pub mod content;
 pub mod crds;
 pub mod gitrepo;
+pub mod helmop;
 pub mod keys;
 pub mod options;
 mod schema;
@@ -30,6 +31,7 @@ pub use cluster::{
 };
 pub use content::{Content, ContentFields, content_name};
 pub use gitrepo::{GitRepo, GitRepoDisplay, GitRepoSpec, GitRepoStatus};
+pub use helmop::{HelmOp, HelmOpDisplay, HelmOpSpec, HelmOpStatus};
 pub use options::{
     BundleDeploymentOptions, BundleRef, ComparePatch, CorrectDrift, DiffOptions, HelmOptions,
     IgnoreOptions, KustomizeOptions, Partition, PatchOperation, RolloutStrategy, YamlOptions,

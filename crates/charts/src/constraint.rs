@@ -199,6 +199,12 @@ fn bump_last(v: &str) -> String {
         .join(".")
 }
 
+/// Whether a constraint names one version exactly (strict semver, as
+/// Fleet decides whether a HelmOp polls): such a version cannot move.
+pub fn is_exact(text: &str) -> bool {
+    Version::parse(text.trim()).is_ok()
+}
+
 /// A version as Helm reads one: a leading `v`, missing parts as 0.
 pub fn parse_version(text: &str) -> Option<Version> {
     let v = text.trim().strip_prefix(['v', 'V']).unwrap_or(text.trim());

@@ -88,6 +88,10 @@ pub struct Args {
         value_name = "ADDR"
     )]
     http_addr: std::net::SocketAddr,
+    /// The `helm` binary charts are rendered with (`helm template`; the
+    /// charts themselves come with the bundle). Default: `helm` on PATH.
+    #[arg(long = "helm", env = "FLOTILLA_HELM", value_name = "FILE")]
+    helm: Option<std::path::PathBuf>,
     /// Log filter, e.g. `info` or `flotilla_agent=debug`.
     #[arg(
         long,
@@ -110,8 +114,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         contact_interval: args.agent_contact_interval,
         inventory_namespace: args.inventory_namespace.clone(),
         crd_timeout: args.crd_timeout,
-        tools: flotilla_bundle::Tools::default(),
+        tools: flotilla_bundle::Tools {
+            helm: args
+                .helm
+                .clone()
+                .or_else(|| flotilla_bundle::tools::find_on_path("helm")),
+            ..flotilla_bundle::Tools::default()
+        },
     };
+    if let Some(h) = &args.helm
+        && !h.is_file()
+    {
+        anyhow::bail!("--helm {}: no such file", h.display());
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "flotilla-agent".into());

@@ -41,6 +41,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../testdata/demo/web/overlays/prod/deployment_patch.yaml"),
     ),
     (
+        "guestbook/fleet.yaml",
+        include_str!("../../../testdata/demo/guestbook/fleet.yaml"),
+    ),
+    (
         "monitoring/fleet.yaml",
         include_str!("../../../testdata/demo/monitoring/fleet.yaml"),
     ),
@@ -53,10 +57,14 @@ pub const FILES: &[(&str, &str)] = &[
 /// The branch the demo repository starts on.
 pub const BRANCH: &str = "main";
 
-/// Creates a repository at `dir` holding [`FILES`] in one commit on
-/// [`BRANCH`], unless `dir` already is a repository (kept as the user left
-/// it). Returns whether it was created.
-pub fn init(dir: &Path) -> anyhow::Result<bool> {
+/// What stands for the demo chart repository's URL in [`FILES`].
+pub const CHARTS_PLACEHOLDER: &str = "${FLOTILLA_DEMO_CHARTS}";
+
+/// Creates a repository at `dir` holding [`FILES`] (the demo chart
+/// repository's URL, `charts`, written in) in one commit on [`BRANCH`],
+/// unless `dir` already is a repository (kept as the user left it).
+/// Returns whether it was created.
+pub fn init(dir: &Path, charts: &str) -> anyhow::Result<bool> {
     if git2::Repository::open(dir).is_ok() {
         return Ok(false);
     }
@@ -69,7 +77,8 @@ pub fn init(dir: &Path) -> anyhow::Result<bool> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, contents.replace(CHARTS_PLACEHOLDER, charts))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     // `git commit` in the demo repository should work on a machine whose
     // git knows no user yet.
@@ -134,16 +143,21 @@ mod tests {
     fn init_commits_once_and_keeps_an_existing_repository() {
         let dir = std::env::temp_dir().join(format!("flotilla-demo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(init(&dir).unwrap());
+        assert!(init(&dir, "http://127.0.0.1:1").unwrap());
         let repo = git2::Repository::open(&dir).unwrap();
         let head = repo.head().unwrap();
         assert_eq!(head.shorthand().ok(), Some(BRANCH));
         let tree = head.peel_to_tree().unwrap();
         assert!(tree.get_path(Path::new("web/deployment.yaml")).is_ok());
+        let guestbook = std::fs::read_to_string(dir.join("guestbook/fleet.yaml")).unwrap();
+        assert!(
+            guestbook.contains("repo: http://127.0.0.1:1\n"),
+            "{guestbook}"
+        );
         let first = head.target().unwrap();
         // A user's edit survives a restart.
         std::fs::write(dir.join("web/service.yaml"), "edited").unwrap();
-        assert!(!init(&dir).unwrap());
+        assert!(!init(&dir, "http://127.0.0.1:2").unwrap());
         assert_eq!(
             std::fs::read_to_string(dir.join("web/service.yaml")).unwrap(),
             "edited"

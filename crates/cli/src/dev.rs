@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use flotilla::stack::{
     Stack, StackConfig, create_if_missing, default_clusters, embedded_endpoints,
 };
-use flotilla_api::{BundleDeployment, GitRepo, GitRepoSpec, keys};
+use flotilla_api::{BundleDeployment, GitRepo, GitRepoSpec, HelmOp, keys};
 use flotilla_controller::ControllerArgs;
 use futures::StreamExt;
 use kube::api::Api;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 /// The namespace of the demo's Clusters, ClusterGroup and GitRepo.
 const WORKSPACE: &str = "fleet-default";
 const GITREPO: &str = "demo";
+const HELMOP: &str = "guestbook";
 
 fn parse_clusters(s: &str) -> Result<usize, String> {
     let n: usize = s
@@ -144,8 +145,18 @@ async fn dev(args: Args, state_dir: PathBuf, durable: bool) -> anyhow::Result<()
         stack.clusters.len()
     );
 
+    let charts_url = flotilla::demo_charts::serve(&state_dir).await?;
+    println!(
+        "demo chart repository at {charts_url} (guestbook {})",
+        flotilla::demo_charts::VERSIONS.join(", ")
+    );
+    if flotilla_bundle::tools::find_on_path("helm").is_none() {
+        println!(
+            "note: no `helm` on PATH: the agents render charts with `helm template`, so the guestbook bundles will report RenderFailed until one is (see the README)"
+        );
+    }
     let repo_dir = state_dir.join("demo-repo");
-    let created = flotilla::demo::init(&repo_dir)?;
+    let created = flotilla::demo::init(&repo_dir, &charts_url)?;
     println!(
         "demo repository: {} ({})",
         repo_dir.display(),
@@ -167,6 +178,32 @@ async fn dev(args: Args, state_dir: PathBuf, durable: bool) -> anyhow::Result<()
     gitrepo.metadata.namespace = Some(WORKSPACE.to_owned());
     let repos: Api<GitRepo> = Api::namespaced(stack.client().clone(), WORKSPACE);
     create_if_missing(&repos, &gitrepo).await?;
+    // The same chart without Git; its source follows the demo chart
+    // repository wherever it is served.
+    let helmop: HelmOp = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "HelmOp",
+        "metadata": {"name": HELMOP, "namespace": WORKSPACE},
+        "spec": {
+            "helm": {"repo": charts_url, "chart": "guestbook", "version": "0.1.x",
+                     "releaseName": "guestbook", "values": {"replicas": 1}},
+            "defaultNamespace": "guestbook-helmop",
+            "pollingInterval": "30s",
+        },
+    }))?;
+    let helmops: Api<HelmOp> = Api::namespaced(stack.client().clone(), WORKSPACE);
+    if !create_if_missing(&helmops, &helmop).await? {
+        helmops
+            .patch(
+                HELMOP,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    serde_json::json!({"spec": {"helm": {"repo": charts_url}}}),
+                ),
+            )
+            .await?;
+    }
+    println!("created the GitRepo {GITREPO} and the HelmOp {HELMOP} in {WORKSPACE}");
 
     stack.start_simulation();
     stack.start_controller().await?;
@@ -219,7 +256,7 @@ fn print_next_steps(kubeconfigs: &std::path::Path, repo: &std::path::Path) {
 Try, in another terminal:
 
   export KUBECONFIG={mgmt}
-  kubectl get gitrepos,bundles -A
+  kubectl get gitrepos,helmops,bundles -A
   kubectl get bundledeployments -A
   cargo run -p flotilla -- status gitrepo {GITREPO}
 
@@ -249,7 +286,8 @@ Progress:"#,
 async fn progress(client: kube::Client, started: Instant) {
     let stamp = || format!("[{:>6.1}s]", started.elapsed().as_secs_f64());
     let bds: Api<BundleDeployment> = Api::all(client.clone());
-    let repos: Api<GitRepo> = Api::all(client);
+    let repos: Api<GitRepo> = Api::all(client.clone());
+    let helmops: Api<HelmOp> = Api::all(client);
     let bd_events = watcher(bds, watcher::Config::default())
         .default_backoff()
         .map(|r| Either::Bd(Box::new(r)));
@@ -257,7 +295,13 @@ async fn progress(client: kube::Client, started: Instant) {
         .default_backoff()
         .touched_objects()
         .map(|r| Either::Repo(Box::new(r)));
-    let mut events = futures::stream::select(bd_events.boxed(), repo_events.boxed());
+    let op_events = watcher(helmops, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(|r| Either::HelmOp(Box::new(r)));
+    let mut events =
+        futures::stream::select_all([bd_events.boxed(), repo_events.boxed(), op_events.boxed()]);
+    let mut op_seen: HashMap<String, String> = HashMap::new();
     let mut states: HashMap<(String, String), String> = HashMap::new();
     let mut repo_seen: HashMap<String, (String, String, Vec<String>)> = HashMap::new();
     while let Some(ev) = events.next().await {
@@ -325,7 +369,44 @@ async fn progress(client: kube::Client, started: Instant) {
                     repo_seen.insert(name, seen);
                 }
             }
-            Either::Bd(_) | Either::Repo(_) => {}
+            Either::HelmOp(r) if r.is_ok() => {
+                let Ok(op) = *r else { continue };
+                let name = format!(
+                    "{}/{}",
+                    op.metadata.namespace.as_deref().unwrap_or_default(),
+                    op.metadata.name.as_deref().unwrap_or_default()
+                );
+                let st = op.status.clone().unwrap_or_default();
+                let reason = st
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == flotilla_api::condition::READY)
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                let line = if st.display.error {
+                    format!("{reason}: {}", st.display.message)
+                } else if st.version.is_empty() {
+                    continue;
+                } else {
+                    format!(
+                        "chart {} {}, clusters ready {}",
+                        op.spec
+                            .bundle
+                            .options
+                            .helm
+                            .as_ref()
+                            .and_then(|h| h.chart.clone())
+                            .unwrap_or_default(),
+                        st.version,
+                        st.display.ready_clusters
+                    )
+                };
+                if op_seen.get(&name) != Some(&line) {
+                    println!("{} helmop {name}: {line}", stamp());
+                    op_seen.insert(name, line);
+                }
+            }
+            Either::Bd(_) | Either::Repo(_) | Either::HelmOp(_) => {}
         }
     }
 }
@@ -333,4 +414,5 @@ async fn progress(client: kube::Client, started: Instant) {
 enum Either {
     Bd(Box<Result<watcher::Event<BundleDeployment>, watcher::Error>>),
     Repo(Box<Result<GitRepo, watcher::Error>>),
+    HelmOp(Box<Result<HelmOp, watcher::Error>>),
 }

@@ -1,12 +1,13 @@
 //! What the `flotilla` binary shares with the e2e suite: the whole system
 //! on embedded (or real) API servers ([`stack`]), the readiness simulation
 //! of the embedded downstream servers ([`simulate`]), the demo repository
-//! ([`demo`]) and the per-cluster status table ([`status`]).
+//! ([`demo`]) and its chart repository ([`demo_charts`]), and the per-cluster status table ([`status`]).
 
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod demo_charts;
 pub mod simulate;
 pub mod stack;
 pub mod status;

@@ -4,6 +4,13 @@
 //! Clusters and ClusterGroups of a YAML file, and prints which cluster gets
 //! which bundle with which customization. `--explain` says why for every
 //! pair; `--cluster NAME -o yaml` prints that cluster's exact manifests.
+//!
+//! Helm charts from repositories, registries and URLs are resolved as the
+//! controller resolves them (the version a range picks, the archive
+//! verified and cached by digest under `--chart-cache`), so the plan's
+//! deploymentIDs are the ones the controller computes, and the table lists
+//! each chart. Credentials come from the environment
+//! (`FLOTILLA_HELM_USERNAME`, `FLOTILLA_HELM_PASSWORD`), never a flag.
 
 use anyhow::{Context, bail};
 use flotilla_api::{BundleSpec, Cluster, ClusterGroup, GitRepo};
@@ -44,6 +51,75 @@ pub struct PlanArgs {
     /// Largest bundle accepted (all its files), in bytes.
     #[arg(long, default_value_t = Limits::default().max_bundle_bytes, value_name = "BYTES")]
     max_bundle_bytes: usize,
+    /// Where downloaded charts are kept, by digest (default: the user's
+    /// cache directory).
+    #[arg(long, value_name = "DIR")]
+    chart_cache: Option<PathBuf>,
+    /// PEM CA bundle trusted for chart sources, beside the system's.
+    #[arg(long, value_name = "FILE")]
+    helm_ca_file: Option<PathBuf>,
+    /// Skip TLS verification of chart sources.
+    #[arg(long)]
+    helm_insecure_skip_tls_verify: bool,
+}
+
+/// The charts each bundle resolved, by bundle name.
+type Charts = BTreeMap<String, Vec<flotilla_charts::VendoredChart>>;
+
+/// Where charts are cached when `--chart-cache` is not given.
+fn default_chart_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("flotilla/charts")
+}
+
+/// Resolves every chart the bundles name, as the controller does.
+fn resolve_charts(
+    args: &PlanArgs,
+    bundles: Vec<flotilla_bundle::CompiledBundle>,
+    limits: Limits,
+) -> anyhow::Result<(Vec<flotilla_bundle::CompiledBundle>, Charts)> {
+    if !bundles.iter().any(flotilla_charts::needs_resolution) {
+        return Ok((bundles, Charts::new()));
+    }
+    let ca_bundle = args
+        .helm_ca_file
+        .as_ref()
+        .map(|f| std::fs::read(f).with_context(|| format!("--helm-ca-file {}", f.display())))
+        .transpose()?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let basic = env("FLOTILLA_HELM_PASSWORD")
+        .map(|p| (env("FLOTILLA_HELM_USERNAME").unwrap_or_default(), p));
+    let access = flotilla_charts::Access {
+        basic,
+        ca_bundle,
+        insecure_skip_verify: args.helm_insecure_skip_tls_verify,
+    };
+    let cache = args.chart_cache.clone().unwrap_or_else(default_chart_cache);
+    let resolver = flotilla_charts::Resolver::new(cache, std::time::Duration::from_secs(60));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Vec::with_capacity(bundles.len());
+    let mut charts = Charts::new();
+    for b in bundles {
+        let for_source = |_: &flotilla_charts::ChartSource| access.clone();
+        let (resolved, vendored) = runtime
+            .block_on(flotilla_charts::resolve_bundle(
+                &resolver,
+                &b,
+                limits,
+                &for_source,
+            ))
+            .with_context(|| format!("bundle {}", b.name))?;
+        if !vendored.is_empty() {
+            charts.insert(b.name.clone(), vendored);
+        }
+        out.push(resolved);
+    }
+    Ok((out, charts))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,17 +212,18 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
     if !args.paths.is_empty() {
         paths = args.paths.clone();
     }
+    let limits = Limits {
+        max_manifest_bytes: args.max_manifest_bytes,
+        max_bundle_bytes: args.max_bundle_bytes,
+        ..Limits::default()
+    };
     let bundles = compile_repo(
         &tree,
         &CompileInput {
             repo_name: &repo_name,
             paths: &paths,
             targets: &targets,
-            limits: Limits {
-                max_manifest_bytes: args.max_manifest_bytes,
-                max_bundle_bytes: args.max_bundle_bytes,
-                ..Limits::default()
-            },
+            limits,
             deadline: None,
         },
     )?;
@@ -157,6 +234,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
     {
         eprintln!("warning: {w}");
     }
+    let (bundles, charts) = resolve_charts(args, bundles, limits)?;
     let (clusters, group_errors) = resolve_clusters(&fleet.clusters, &fleet.groups);
     for (group, e) in &group_errors {
         eprintln!("warning: ClusterGroup {group}: {e}; it has no members");
@@ -205,11 +283,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
         return manifests(&bundles, &rows);
     }
     Ok(match args.output {
-        Output::Table => table(&rows, args.explain),
-        Output::Yaml => serde_saphyr::to_string(&rows_json(&rows, args.explain))?,
+        Output::Table => table(&rows, args.explain) + &charts_table(&charts),
+        Output::Yaml => serde_saphyr::to_string(&rows_json(&rows, args.explain, &charts))?,
         Output::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&rows_json(&rows, args.explain))?
+            serde_json::to_string_pretty(&rows_json(&rows, args.explain, &charts))?
         ),
     })
 }
@@ -328,7 +406,42 @@ fn short_id(id: &str) -> String {
         .join(":")
 }
 
-fn rows_json(rows: &[Row], explain: bool) -> Value {
+/// The charts the bundles resolved, after the plan's table.
+fn charts_table(charts: &Charts) -> String {
+    if charts.is_empty() {
+        return String::new();
+    }
+    let mut lines = vec![["BUNDLE", "CHART", "VERSION", "DIGEST", "FROM"].map(String::from)];
+    for (bundle, list) in charts {
+        for c in list {
+            let digest = c.digest.trim_start_matches("sha256:");
+            lines.push([
+                bundle.clone(),
+                c.name.clone(),
+                c.version.clone(),
+                format!("sha256:{}", &digest[..digest.len().min(12)]),
+                c.source.clone(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    let body: String = lines
+        .iter()
+        .map(|l| {
+            let cells: Vec<String> = l
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("   ").trim_end())
+        })
+        .collect();
+    format!("\n{body}")
+}
+
+fn rows_json(rows: &[Row], explain: bool, charts: &Charts) -> Value {
     Value::Array(
         rows.iter()
             .filter(|r| explain || r.deployment_id.is_some())
@@ -344,6 +457,14 @@ fn rows_json(rows: &[Row], explain: bool) -> Value {
                 }
                 if explain {
                     v["why"] = json!(reason(&r.explanation));
+                }
+                if let Some(list) = charts.get(&r.bundle) {
+                    v["charts"] = list
+                        .iter()
+                        .map(|c| {
+                            json!({"name": c.name, "version": c.version, "digest": c.digest, "from": c.source})
+                        })
+                        .collect();
                 }
                 v
             })
@@ -407,6 +528,9 @@ mod tests {
             namespace: "fleet-default".into(),
             max_manifest_bytes: Limits::default().max_manifest_bytes,
             max_bundle_bytes: Limits::default().max_bundle_bytes,
+            chart_cache: None,
+            helm_ca_file: None,
+            helm_insecure_skip_tls_verify: false,
         }
     }
 
@@ -474,6 +598,93 @@ mod tests {
             "the prod overlay applies on prod-eu"
         );
         assert!(out.contains("kind: PodDisruptionBudget"));
+    }
+
+    #[test]
+    fn charts_are_resolved_listed_and_part_of_the_deployment_ids() {
+        use flotilla_charts::testing::*;
+        let tmp = TempDir::new("flotilla-plan-charts");
+        let ca = TestCa::new();
+        let server = ChartServer::start(ServerOptions {
+            auth: None,
+            tls: Some(&ca),
+        });
+        publish_test_charts(&server);
+        let replace = fleet_examples_replacements(&server);
+        let replace: Vec<(&str, &str)> = replace
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let repo = tmp.path().join("repo");
+        for (path, bytes) in repo_files(&testdata("repos/fleet-examples-helm"), &replace) {
+            let file = repo.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
+        }
+        let fleet = tmp.path().join("fleet.yaml");
+        std::fs::write(
+            &fleet,
+            "kind: ClusterGroup\napiVersion: flotilla.dev/v1alpha1\nmetadata: {name: default, namespace: fleet-default}\nspec: {selector: {}}\n---\nkind: Cluster\napiVersion: flotilla.dev/v1alpha1\nmetadata: {name: c1, namespace: fleet-default, labels: {env: test}}\nspec: {}\n",
+        )
+        .unwrap();
+        let ca_file = tmp.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+        let charts_args = |cache: &str| PlanArgs {
+            repo_dir: repo.clone(),
+            clusters: fleet.clone(),
+            chart_cache: Some(tmp.path().join(cache)),
+            helm_ca_file: Some(ca_file.clone()),
+            ..args("plan-fleet.yaml")
+        };
+        let out = plan(&charts_args("cache")).unwrap();
+        let chart_line = |bundle: &str| {
+            out.lines()
+                .find(|l| l.starts_with(bundle) && l.contains("sha256:"))
+                .unwrap_or_else(|| panic!("no chart line for {bundle}: {out}"))
+                .to_owned()
+        };
+        let tc = chart_line("repo-multi-cluster-helm-target-customizations");
+        assert!(
+            tc.contains("guestbook") && tc.contains(&server.url()),
+            "{tc}"
+        );
+        assert!(
+            chart_line("repo-single-cluster-helm-oci").contains("oci://127.0.0.1:"),
+            "{out}"
+        );
+        assert!(
+            chart_line("repo-single-cluster-helm-multi-chart-monitoring-crd")
+                .contains("104.1.0+up57.0.3")
+        );
+        // The test customization takes 0.1.0: its deploymentID differs
+        // from the one 0.0.0 would give.
+        let json_out = plan(&PlanArgs {
+            output: Output::Json,
+            ..charts_args("cache")
+        })
+        .unwrap();
+        let rows: Vec<Value> = serde_json::from_str(&json_out).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r["bundle"] == "repo-multi-cluster-helm-target-customizations")
+            .unwrap();
+        assert_eq!(row["customizations"], json!(["test"]));
+        let versions: Vec<&str> = row["charts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["0.0.0", "0.1.0"]);
+
+        // The source gone and nothing cached: the error names the chart.
+        drop(server);
+        let err = plan(&charts_args("empty-cache")).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("chart") && text.contains("unreachable"),
+            "{text}"
+        );
     }
 
     #[test]

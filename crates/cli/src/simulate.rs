@@ -2,7 +2,8 @@
 //! `flotilla dev` run no kubelet and no workload controllers, so nothing
 //! would ever report a Deployment available. This loop stands in for them:
 //! a short while after a Deployment, StatefulSet or DaemonSet is written,
-//! it sets the status a real cluster would report once every replica runs.
+//! it sets the status a real cluster would report once every replica runs,
+//! and a Job's once it completed (Helm hooks wait for their Jobs).
 //! It is a simulation, for demos and tests only; on a real cluster the
 //! workload controllers do this.
 //!
@@ -13,6 +14,7 @@
 //! ready (to see a NotReady cluster in the demo).
 
 use flotilla_api::k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use flotilla_api::k8s_openapi::api::batch::v1::Job;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -73,6 +75,19 @@ pub fn simulated_status(obj: &Value) -> Option<Value> {
             "numberAvailable": 1,
             "numberMisscheduled": 0,
         })),
+        // Runs to completion: Helm hook Jobs wait for this.
+        "Job" => {
+            let completions = obj["spec"]["completions"].as_i64().unwrap_or(1);
+            Some(json!({
+                "succeeded": completions,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                     "message": "Reached expected number of succeeded pods (simulated)."},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                     "message": "Reached expected number of succeeded pods (simulated)."},
+                ],
+            }))
+        }
         _ => None,
     }
 }
@@ -107,6 +122,7 @@ pub async fn run(client: kube::Client, delay: Duration) {
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<StatefulSet>(&()),
         ApiResource::erase::<DaemonSet>(&()),
+        ApiResource::erase::<Job>(&()),
     ];
     let pending: Arc<Mutex<HashSet<(String, String, String)>>> = Arc::default();
     let streams = kinds.into_iter().map(|ar| {
@@ -202,6 +218,15 @@ mod tests {
                 )),
             ),
             (
+                json!({"kind": "Job", "metadata": {"name": "migrate", "generation": 1}, "spec": {"completions": 2}}),
+                Some((
+                    "/succeeded",
+                    json!(2),
+                    "/conditions/1/type",
+                    json!("Complete"),
+                )),
+            ),
+            (
                 json!({"kind": "ConfigMap", "metadata": {"name": "c"}}),
                 None,
             ),
@@ -240,6 +265,21 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    #[test]
+    fn a_simulated_job_completes_a_helm_hook() {
+        let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "generation": 1}, "spec": {}});
+        assert_eq!(
+            flotilla_agent::hooks::progress(&job),
+            flotilla_agent::hooks::Progress::Running
+        );
+        job["status"] = simulated_status(&job).unwrap();
+        assert_eq!(
+            flotilla_agent::hooks::progress(&job),
+            flotilla_agent::hooks::Progress::Succeeded
+        );
     }
 
     #[test]

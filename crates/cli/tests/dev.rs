@@ -1,7 +1,8 @@
 //! `flotilla dev` as a user runs it: the binary starts, the demo reaches
-//! every cluster, kubectl and `flotilla status` work with the printed
-//! kubeconfig, Ctrl-C stops it cleanly, and `--data-dir` keeps what the
-//! user changed across a restart.
+//! every cluster (a Helm chart from the demo chart repository through the
+//! GitRepo and through a HelmOp among it), kubectl and `flotilla status`
+//! work with the printed kubeconfig, Ctrl-C stops it cleanly, and
+//! `--data-dir` keeps what the user changed across a restart.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,14 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &Path) -> Dev {
+        // The real Helm v4 engine renders the demo's chart.
+        let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/helm-shim");
+        let path = std::env::join_paths(std::iter::once(shim).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .env("PATH", path)
             .args(["dev", "--data-dir"])
             .arg(data_dir)
             .args(["--rollout-time", "200ms"])
@@ -123,16 +131,56 @@ fn dev_runs_the_demo_stops_on_ctrl_c_and_keeps_state_in_its_data_dir() {
     dev.wait_for("registered 3 Clusters");
     dev.wait_for("demo repository:");
     dev.wait_for("kubectl get bundledeployments -A");
-    dev.wait_for("clusters ready 3/3");
-    // Every cluster got the demo; dev clusters no monitoring.
+    dev.wait_for("gitrepo fleet-default/demo: commit");
+    dev.wait_for("helmop fleet-default/guestbook: chart guestbook 0.1.1, clusters ready 3/3");
+    eventually("every BundleDeployment Ready", || {
+        let bds = kubectl(&mgmt, &["get", "bundledeployments", "-A", "--no-headers"]);
+        bds.lines().count() == 14 && bds.lines().all(|l| l.contains(" Ready "))
+    });
+    // Every cluster got the demo (dev clusters no monitoring), and the
+    // chart twice: from the GitRepo and from the HelmOp.
     let bds = kubectl(&mgmt, &["get", "bundledeployments", "-A", "--no-headers"]);
-    assert_eq!(bds.lines().count(), 8, "{bds}");
-    assert!(bds.lines().all(|l| l.contains(" Ready ")), "{bds}");
+    assert_eq!(
+        bds.lines().filter(|l| l.contains("guestbook")).count(),
+        6,
+        "{bds}"
+    );
+    let helmops = kubectl(&mgmt, &["get", "helmops", "-A"]);
+    assert!(
+        helmops.contains("guestbook") && helmops.contains("0.1.1") && helmops.contains("3/3"),
+        "{helmops}"
+    );
+    let charts = kubectl(
+        &mgmt,
+        &[
+            "-n",
+            "fleet-default",
+            "get",
+            "bundle",
+            "demo-guestbook",
+            "-o",
+            "jsonpath={.metadata.annotations.flotilla\\.dev/charts}",
+        ],
+    );
+    assert!(charts.starts_with("guestbook 0.1.1 sha256:"), "{charts}");
+    let frontend = kubectl(
+        &data.join("kubeconfigs/prod-1.kubeconfig"),
+        &[
+            "-n",
+            "guestbook",
+            "get",
+            "deployment",
+            "frontend",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(frontend, "2", "the chart's prod customization");
     let table = status(&mgmt, &["gitrepo", "demo"]);
     assert!(table.contains("clusters ready 3/3"), "{table}");
     let json: serde_json::Value =
         serde_json::from_str(&status(&mgmt, &["gitrepo", "demo", "-o", "json"])).unwrap();
-    assert_eq!(json["items"].as_array().unwrap().len(), 8);
+    assert_eq!(json["items"].as_array().unwrap().len(), 11);
     // A downstream cluster has what it was sent, rollout simulated.
     let web = kubectl(
         &data.join("kubeconfigs/prod-1.kubeconfig"),
@@ -163,11 +211,12 @@ fn dev_runs_the_demo_stops_on_ctrl_c_and_keeps_state_in_its_data_dir() {
             r#"{"spec":{"targets":[{"clusterSelector":{"matchLabels":{"env":"prod"}}}]}}"#,
         ],
     );
+    // The GitRepo's four bundles on prod-1 only; the HelmOp's everywhere.
     eventually("only prod-1 deployed", || {
         kubectl(&mgmt, &["get", "bundledeployments", "-A", "--no-headers"])
             .lines()
             .count()
-            == 3
+            == 7
     });
     let printed = dev.interrupt();
     assert!(
@@ -198,7 +247,7 @@ fn dev_runs_the_demo_stops_on_ctrl_c_and_keeps_state_in_its_data_dir() {
     );
     assert_eq!(targets, "prod");
     let bds = kubectl(&mgmt, &["get", "bundledeployments", "-A", "--no-headers"]);
-    assert_eq!(bds.lines().count(), 3, "{bds}");
+    assert_eq!(bds.lines().count(), 7, "{bds}");
     dev.interrupt();
     std::fs::remove_dir_all(&data).unwrap();
 }

@@ -18,6 +18,8 @@
 //! - The same polled push while five GitRepos point at a server that
 //!   accepts connections and never answers: it must stay within 2x of the
 //!   figure without them (a slow server delays no other GitRepo).
+//! - Twenty GitRepos naming one chart version in a Helm repository on
+//!   127.0.0.1: the downloads it costs (must be 1).
 
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
 use flotilla_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -127,6 +129,73 @@ async fn run(o: &Opts) {
     };
     let gitrepos: Api<GitRepo> = Api::namespaced(client.clone(), NS);
     let bundles: Api<Bundle> = Api::namespaced(client.clone(), NS);
+
+    // ---- One chart, 20 GitRepos ---------------------------------------------
+    // Twenty GitRepos (each its own repository) name one chart version in
+    // a Helm repository on 127.0.0.1: the archive is downloaded once.
+    {
+        use flotilla_charts::testing::{ChartServer, ServerOptions, chart};
+        let charts = ChartServer::start(ServerOptions::default());
+        charts.publish("redis", "17.3.2", &chart("redis", "17.3.2", &[]), true);
+        let before = op("chart-download");
+        let started = Instant::now();
+        let mut heads = Vec::new();
+        for i in 0..20 {
+            let r = TestRepo::init(&tmp.path().join(format!("chart-origin{i}")), "main");
+            r.write(
+                "cache/fleet.yaml",
+                &format!(
+                    "defaultNamespace: cache\nhelm:\n  repo: {}\n  chart: redis\n  version: 17.3.2\n",
+                    charts.url()
+                ),
+            );
+            let head = r.commit("redis").to_string();
+            let repo: GitRepo = serde_json::from_value(json!({
+                "apiVersion": "flotilla.dev/v1alpha1", "kind": "GitRepo",
+                "metadata": {"name": format!("chart-{i}"), "namespace": NS},
+                "spec": {"repo": r.url(), "branch": "main", "disablePolling": true},
+            }))
+            .unwrap();
+            gitrepos
+                .create(&PostParams::default(), &repo)
+                .await
+                .unwrap();
+            heads.push(head);
+        }
+        for (i, head) in heads.iter().enumerate() {
+            let name = format!("chart-{i}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = gitrepos.get(&name).await.unwrap();
+                if r.status.and_then(|s| s.commit).as_deref() == Some(head.as_str()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name} never synced");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        bench(
+            "chart_downloads_for_20_gitrepos",
+            charts.fetches("/redis-17.3.2.tgz") as f64,
+            "downloads",
+        );
+        bench(
+            "chart_downloads_for_20_gitrepos_metric",
+            op("chart-download") - before,
+            "downloads",
+        );
+        bench(
+            "chart_20_gitrepos_to_bundles",
+            started.elapsed().as_secs_f64(),
+            "s",
+        );
+        for i in 0..20 {
+            gitrepos
+                .delete(&format!("chart-{i}"), &Default::default())
+                .await
+                .unwrap();
+        }
+    }
 
     // ---- Fetches per round -------------------------------------------------
     let origins: Vec<TestRepo> = (0..o.urls)

@@ -166,7 +166,14 @@ async fn start(
         contact_interval: ctx.args.agent_contact_interval,
         inventory_namespace: ctx.args.agent_inventory_namespace.clone(),
         crd_timeout: Duration::from_secs(60),
-        tools: flotilla_bundle::Tools::default(),
+        tools: flotilla_bundle::Tools {
+            helm: ctx
+                .args
+                .helm
+                .clone()
+                .or_else(|| flotilla_bundle::tools::find_on_path("helm")),
+            ..flotilla_bundle::Tools::default()
+        },
     };
     let agent = Agent::new(
         ctx.client.clone(),

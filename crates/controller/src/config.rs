@@ -52,6 +52,10 @@ pub struct ControllerArgs {
     /// Workers of the GitRepo controller.
     #[arg(long, env = "FLOTILLA_GITREPO_WORKERS", default_value = "4", value_parser = parse_workers, value_name = "N")]
     pub gitrepo_workers: usize,
+    /// Workers of the HelmOp controller (its chart fetches run beside
+    /// them, within --git-connections).
+    #[arg(long, env = "FLOTILLA_HELMOP_WORKERS", default_value = "2", value_parser = parse_workers, value_name = "N")]
+    pub helmop_workers: usize,
     /// Workers of the fan-out controller (Bundles -> BundleDeployments, and
     /// the cluster namespaces).
     #[arg(long, env = "FLOTILLA_FANOUT_WORKERS", default_value = "8", value_parser = parse_workers, value_name = "N")]
@@ -77,6 +81,11 @@ pub struct ControllerArgs {
         value_name = "NS"
     )]
     pub agent_inventory_namespace: String,
+    /// The `helm` binary in-process agents render charts with (`helm
+    /// template`; charts themselves come with the bundle). Default: `helm`
+    /// on PATH.
+    #[arg(long = "helm", env = "FLOTILLA_HELM", value_name = "FILE")]
+    pub helm: Option<std::path::PathBuf>,
     /// How often the GC safety sweep looks for stale BundleDeployments it
     /// should already have deleted.
     #[arg(long, env = "FLOTILLA_GC_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
@@ -208,6 +217,11 @@ impl Default for ControllerArgs {
 impl ControllerArgs {
     /// Checks what one flag alone cannot: the lease timings together.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(h) = &self.helm
+            && !h.is_file()
+        {
+            return Err(format!("--helm {}: no such file", h.display()));
+        }
         self.leader_config("validate").validate()
     }
 
@@ -276,6 +290,7 @@ mod tests {
     fn worker_flags_accept_the_range_and_name_the_flag_when_refusing() {
         for flag in [
             "--gitrepo-workers",
+            "--helmop-workers",
             "--fanout-workers",
             "--gc-workers",
             "--status-workers",
@@ -422,6 +437,7 @@ mod chart_tests {
                 d.agent_workers
             )
         );
+        assert_eq!(args.helmop_workers, d.helmop_workers);
         assert_eq!(args.gc_sweep_interval, d.gc_sweep_interval);
         assert_eq!(args.agent_contact_interval, d.agent_contact_interval);
         assert_eq!(args.agent_inventory_namespace, d.agent_inventory_namespace);
@@ -444,7 +460,7 @@ mod chart_tests {
     #[test]
     fn every_pool_interval_and_lease_setting_is_a_value() {
         let env = render(Some(
-            "workers: {gitrepo: 2, fanout: 64, gc: 32, status: 16, agent: 12}\n\
+            "workers: {gitrepo: 2, helmop: 3, fanout: 64, gc: 32, status: 16, agent: 12}\n\
              gc: {sweepInterval: 90s}\n\
              agent: {contactInterval: 30s, inventoryNamespace: fleet-inventory}\n\
              leaderElection: {enabled: false, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}\n\
@@ -463,6 +479,7 @@ mod chart_tests {
             ),
             (2, 64, 32, 16, 12)
         );
+        assert_eq!(args.helmop_workers, 3);
         assert_eq!(args.gc_sweep_interval, Duration::from_secs(90));
         assert_eq!(args.agent_contact_interval, Duration::from_secs(30));
         assert_eq!(args.agent_inventory_namespace, "fleet-inventory");

@@ -17,11 +17,12 @@
 //! For a deleted Bundle, it removes the Bundle's finalizer once no
 //! BundleDeployment is left.
 //!
-//! A Bundle whose GitRepo is gone while the Bundle is not deleting (the
-//! GitRepo's finalizer was removed by hand) is an orphan: it is deleted,
-//! and its BundleDeployments follow. Bundles carry an owner reference to
-//! their GitRepo, so the API server's garbage collector does the same; this
-//! covers Bundles without one and API servers whose collector lags.
+//! A Bundle whose GitRepo or HelmOp is gone while the Bundle is not
+//! deleting (the owner's finalizer was removed by hand) is an orphan: it is
+//! deleted, and its BundleDeployments follow. Bundles carry an owner
+//! reference to their owner, so the API server's garbage collector does the
+//! same; this covers Bundles without one and API servers whose collector
+//! lags.
 //!
 //! A safety sweep (`--gc-sweep-interval`) walks every BundleDeployment and
 //! Bundle, counts the stale ones in `gc_sweep_stale_found_total`, logs them
@@ -92,28 +93,26 @@ pub fn is_orphan(ctx: &Context, bundle: &Bundle) -> bool {
     if bundle.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    let Some(repo) = bundle
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(keys::REPO_NAME))
-    else {
+    let Some(owner) = crate::bundles::OwnerKind::of_bundle(bundle) else {
         return false;
     };
-    // Bundles made by a GitRepo say so in their owner references (older
-    // ones by their label alone); another owner means someone else's.
+    // Bundles made by a GitRepo or HelmOp say so in their owner references
+    // (older ones by their label alone); another owner means someone
+    // else's.
     let owners = bundle
         .metadata
         .owner_references
         .as_deref()
         .unwrap_or_default();
-    if owners.iter().any(|o| o.kind != "GitRepo") {
+    if owners.iter().any(|o| o.kind != owner.kind.kind()) {
         return false;
     }
-    let ns = bundle.metadata.namespace.as_deref().unwrap_or_default();
-    // A GitRepo of that name that did not make it (one deleted and made
-    // again) adopts it instead.
-    ctx.gitrepos.get(&ObjectKey::new(ns, repo)).is_none()
+    // One of that name that did not make it (one deleted and made again)
+    // adopts it instead.
+    match owner.kind {
+        crate::bundles::OwnerKind::GitRepo => ctx.gitrepos.get(&owner.key).is_none(),
+        crate::bundles::OwnerKind::HelmOp => ctx.helmops.get(&owner.key).is_none(),
+    }
 }
 
 async fn delete_orphan(ctx: &Context, key: &ObjectKey, bundle: &Bundle) -> Result<(), Error> {

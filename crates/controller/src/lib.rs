@@ -5,10 +5,12 @@
 //!   pair stops being targeted, and releases a deleted Bundle once its
 //!   BundleDeployments are gone;
 //! - **status**: aggregates BundleDeployment status into Bundle, Cluster,
-//!   ClusterGroup and GitRepo status.
+//!   ClusterGroup, GitRepo and HelmOp status;
+//! - **gitrepo** and **helmop**: a repository's commit, or a Helm chart,
+//!   becomes Bundles and Content.
 //!
 //! What wakes them: one hub task watches Clusters, ClusterGroups, Bundles,
-//! BundleDeployments, GitRepos and the cluster namespaces into shared
+//! BundleDeployments, GitRepos, HelmOps and the cluster namespaces into shared
 //! caches, feeds the incremental targeting index, and queues exactly the
 //! keys each event concerns (see `hub.rs`). No controller runs on a timer,
 //! and none is woken by a write that changes nothing it reads: a
@@ -23,12 +25,15 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod bundles;
 pub mod cache;
+mod chart_access;
 pub mod config;
 mod fanout;
 mod gc;
 pub mod gitpoll;
 pub mod gitrepo;
+pub mod helmop;
 mod hub;
 pub mod rollout;
 mod status;
@@ -44,7 +49,7 @@ use crate::cache::Cache;
 use crate::queue::Queue;
 use crate::topology::Topology;
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
-use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo};
+use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo, HelmOp};
 use kube::core::PartialObjectMeta;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -90,6 +95,7 @@ pub enum StatusKey {
     Cluster(ObjectKey),
     Group(ObjectKey),
     GitRepo(ObjectKey),
+    HelmOp(ObjectKey),
 }
 
 /// Everything the controllers share.
@@ -101,6 +107,7 @@ pub struct Context {
     pub bundles: Arc<Cache<Bundle>>,
     pub bds: Arc<Cache<BundleDeployment>>,
     pub gitrepos: Arc<Cache<GitRepo>>,
+    pub helmops: Arc<Cache<HelmOp>>,
     pub namespaces: Arc<Cache<Namespace>>,
     /// Which Contents exist (metadata only: their bytes are not kept).
     pub contents: Arc<Cache<PartialObjectMeta<Content>>>,
@@ -109,7 +116,9 @@ pub struct Context {
     pub gc: Arc<Queue<GcKey>>,
     pub status: Arc<Queue<StatusKey>>,
     pub gitrepo: Arc<Queue<ObjectKey>>,
+    pub helmop: Arc<Queue<ObjectKey>>,
     pub git: gitrepo::GitState,
+    pub(crate) helm: helmop::HelmOpState,
     pub metrics: Arc<Metrics>,
     /// Bundles with a rollout in progress: a BundleDeployment's status
     /// change may let more clusters move, so it wakes the fan-out.
@@ -149,6 +158,7 @@ impl Context {
             bundles: Default::default(),
             bds: Default::default(),
             gitrepos: Default::default(),
+            helmops: Default::default(),
             namespaces: Default::default(),
             contents: Default::default(),
             topo: RwLock::new(Topology::default()),
@@ -156,7 +166,9 @@ impl Context {
             gc: Arc::new(Queue::new("gc", Arc::clone(&metrics))),
             status: Arc::new(Queue::new("status", Arc::clone(&metrics))),
             gitrepo: Arc::new(Queue::new("gitrepo", Arc::clone(&metrics))),
+            helmop: Arc::new(Queue::new("helmop", Arc::clone(&metrics))),
             git: gitrepo::GitState::new(mirrors, charts, connections),
+            helm: Default::default(),
             metrics,
             rollout_waiting: Mutex::new(HashSet::new()),
             deployment_write_errors: Mutex::new(HashMap::new()),

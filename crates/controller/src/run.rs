@@ -6,7 +6,7 @@ use crate::hub::{Hub, watches};
 use crate::queue::run_workers;
 use crate::{
     Context, ControllerArgs, FanoutKey, GcKey, Metrics, ObjectKey, StatusKey, fanout, gc, gitpoll,
-    gitrepo, status,
+    gitrepo, helmop, status,
 };
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -187,6 +187,13 @@ impl Controller {
                 move |k: ObjectKey, _t| gitrepo::reconcile(Arc::clone(&c), k),
             ));
             tasks.spawn(gitpoll::poll_loop(Arc::clone(&ctx), active_rx.clone()));
+            let c = Arc::clone(&ctx);
+            tasks.spawn(run_workers(
+                Arc::clone(&ctx.helmop),
+                args.helmop_workers,
+                active_rx.clone(),
+                move |k: ObjectKey, _t| helmop::reconcile(Arc::clone(&c), k),
+            ));
             tasks.spawn(crate::agents::supervise(
                 Arc::clone(&ctx),
                 active_rx.clone(),
@@ -286,5 +293,9 @@ fn resync(ctx: &Context) {
     for r in ctx.gitrepos.keys() {
         ctx.gitrepo.add(r.clone(), "resync");
         ctx.status.add(StatusKey::GitRepo(r), "resync");
+    }
+    for h in ctx.helmops.keys() {
+        ctx.helmop.add(h.clone(), "resync");
+        ctx.status.add(StatusKey::HelmOp(h), "resync");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Wakes on: a BundleDeployment created, deleted or with a new status; a
 //! targeting change (which changes what is desired); a Bundle spec change;
-//! a Cluster or ClusterGroup created or changed; a GitRepo created.
+//! a Cluster or ClusterGroup created or changed; a GitRepo or HelmOp
+//! created.
 //!
 //! Computes: per-state summaries straight from the BundleDeployments (never
 //! from other summaries, so no status write has to wait for another), the
@@ -22,7 +23,7 @@ use flotilla_api::condition::{self, ConditionUpdate, set_condition};
 use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flotilla_api::k8s_openapi::jiff::Timestamp;
 use flotilla_api::{
-    Bundle, BundleState, BundleSummary, Cluster, ClusterGroup, GitRepo,
+    Bundle, BundleState, BundleSummary, Cluster, ClusterGroup, GitRepo, HelmOp,
     cluster::MAX_NON_READY_CLUSTERS,
 };
 use flotilla_targeting::ObjectKey;
@@ -37,6 +38,7 @@ pub async fn reconcile(ctx: Arc<Context>, key: StatusKey) -> Result<Action, Erro
         StatusKey::Cluster(k) => cluster(&ctx, k).await?,
         StatusKey::Group(k) => group(&ctx, k).await?,
         StatusKey::GitRepo(k) => gitrepo(&ctx, k).await?,
+        StatusKey::HelmOp(k) => helmop(&ctx, k).await?,
     }
     Ok(Action::Done)
 }
@@ -310,48 +312,109 @@ async fn group(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     apply_status::<ClusterGroup>(ctx, key, "ClusterGroup", status, STATUS_FIELD_MANAGER).await
 }
 
+/// Over an owner's bundles: the summary, the clusters where every one of
+/// them is Ready, and the clusters any of them targets.
+fn rollup<'a>(
+    ctx: &Context,
+    bundles: impl IntoIterator<Item = &'a ObjectKey>,
+) -> (BundleSummary, u32, u32) {
+    let topo = ctx.topo();
+    let mut summary = BundleSummary::default();
+    // cluster -> every bundle Ready on it.
+    let mut clusters: BTreeMap<ObjectKey, bool> = BTreeMap::new();
+    for bundle in bundles {
+        for cluster in topo.index.clusters_of(bundle) {
+            let (state, message) = pair_state(ctx, &topo, bundle, &cluster);
+            let message = if message.is_empty() {
+                format!("cluster {cluster}")
+            } else {
+                format!("cluster {cluster}: {message}")
+            };
+            summary.add(state, &bundle.name, &message);
+            *clusters.entry(cluster).or_insert(true) &= state == BundleState::Ready;
+        }
+    }
+    let ready = clusters.values().filter(|r| **r).count() as u32;
+    (summary, ready, clusters.len() as u32)
+}
+
+/// The fields the status controller owns on a GitRepo or HelmOp (the
+/// owner's controller owns the rest), or `None` when they are current.
+fn owner_status(
+    old: (&BundleSummary, u32, u32, &str, &str),
+    (summary, ready_clusters, desired_clusters): (BundleSummary, u32, u32),
+) -> Option<Value> {
+    let (old_summary, old_ready, old_desired, old_shown, old_state) = old;
+    let shown = format!("{ready_clusters}/{desired_clusters}");
+    let state = display_state(&summary);
+    let unchanged = *old_summary == summary
+        && old_ready == ready_clusters
+        && old_desired == desired_clusters
+        && old_shown == shown
+        && old_state == state;
+    (!unchanged).then(|| {
+        json!({
+            "readyClusters": ready_clusters,
+            "desiredReadyClusters": desired_clusters,
+            "summary": summary,
+            "display": {"readyClusters": shown, "state": state},
+        })
+    })
+}
+
 async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let Some(repo) = ctx.gitrepos.get(key) else {
         return Ok(());
     };
-    let (summary, ready_clusters, desired_clusters) = {
-        let topo = ctx.topo();
-        let mut summary = BundleSummary::default();
-        // cluster -> every bundle of the repo Ready on it.
-        let mut clusters: BTreeMap<ObjectKey, bool> = BTreeMap::new();
-        for bundle in topo.bundles_by_repo.get(key).into_iter().flatten() {
-            for cluster in topo.index.clusters_of(bundle) {
-                let (state, message) = pair_state(ctx, &topo, bundle, &cluster);
-                let message = if message.is_empty() {
-                    format!("cluster {cluster}")
-                } else {
-                    format!("cluster {cluster}: {message}")
-                };
-                summary.add(state, &bundle.name, &message);
-                *clusters.entry(cluster).or_insert(true) &= state == BundleState::Ready;
-            }
-        }
-        let ready = clusters.values().filter(|r| **r).count() as u32;
-        (summary, ready, clusters.len() as u32)
-    };
+    let bundles: Vec<ObjectKey> = ctx
+        .topo()
+        .bundles_by_repo
+        .get(key)
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let old = repo.status.clone().unwrap_or_default();
-    let unchanged = old.summary == summary
-        && old.ready_clusters == ready_clusters
-        && old.desired_ready_clusters == desired_clusters
-        && old.display.ready_clusters == format!("{ready_clusters}/{desired_clusters}")
-        && old.display.state == display_state(&summary);
-    if unchanged {
+    let Some(status) = owner_status(
+        (
+            &old.summary,
+            old.ready_clusters,
+            old.desired_ready_clusters,
+            &old.display.ready_clusters,
+            &old.display.state,
+        ),
+        rollup(ctx, &bundles),
+    ) else {
         return Ok(());
-    }
-    // The GitRepo controller owns commit, conditions and the message.
-    let status = json!({
-        "readyClusters": ready_clusters,
-        "desiredReadyClusters": desired_clusters,
-        "summary": summary,
-        "display": {
-            "readyClusters": format!("{ready_clusters}/{desired_clusters}"),
-            "state": display_state(&summary),
-        },
-    });
+    };
     apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await
+}
+
+/// A HelmOp's one Bundle has its name.
+async fn helmop(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
+    let Some(op) = ctx.helmops.get(key) else {
+        return Ok(());
+    };
+    let mine = ctx.bundles.get(key).is_some_and(|b| {
+        b.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(flotilla_api::keys::HELMOP_NAME))
+            .is_some_and(|n| *n == *key.name)
+    });
+    let bundles: Vec<ObjectKey> = mine.then(|| key.clone()).into_iter().collect();
+    let old = op.status.clone().unwrap_or_default();
+    let Some(status) = owner_status(
+        (
+            &old.summary,
+            old.ready_clusters,
+            old.desired_ready_clusters,
+            &old.display.ready_clusters,
+            &old.display.state,
+        ),
+        rollup(ctx, &bundles),
+    ) else {
+        return Ok(());
+    };
+    apply_status::<HelmOp>(ctx, key, "HelmOp", status, STATUS_FIELD_MANAGER).await
 }

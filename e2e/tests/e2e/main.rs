@@ -471,3 +471,53 @@ async fn a_controller_restart_mid_fan_out_converges_without_duplicates(mut f: Fi
     );
     f.cleanup().await;
 }
+
+scenario!(a_chart_from_a_repository_deploys_and_renders_with_its_source_gone);
+async fn a_chart_from_a_repository_deploys_and_renders_with_its_source_gone(f: Fixture) {
+    use flotilla_charts::testing::{ChartServer, ServerOptions, package_dir};
+    let server = ChartServer::start(ServerOptions::default());
+    let guestbook =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/charts/guestbook");
+    for version in ["0.1.0", "0.1.1", "0.2.0"] {
+        let (name, archive) = package_dir(&guestbook, version);
+        server.publish(&name, version, &archive, true);
+    }
+    // No replicas: Ready on a real cluster too, whatever the image.
+    f.repo.write(
+        "guestbook/fleet.yaml",
+        &format!(
+            "defaultNamespace: {}\nhelm:\n  repo: {}\n  chart: guestbook\n  version: 0.1.x\n  releaseName: guestbook\n  values:\n    replicas: 0\n",
+            f.target_ns,
+            server.url()
+        ),
+    );
+    f.repo.commit("guestbook from a chart repository");
+    f.create_gitrepo("charts", prod_only()).await;
+    f.wait_ready(&[("prod-1", "charts-guestbook")]).await;
+    let settings = f.configmap("prod-1", "guestbook-settings").await.unwrap();
+    assert_eq!(
+        settings.data.unwrap()["chart-version"],
+        "0.1.1",
+        "0.1.x picks the highest 0.1 release"
+    );
+    let bundle: Bundle = Api::namespaced(f.client().clone(), &f.workspace)
+        .get("charts-guestbook")
+        .await
+        .unwrap();
+    let shown = &bundle.metadata.annotations.unwrap()[flotilla_charts::CHARTS_ANNOTATION];
+    assert!(shown.starts_with("guestbook 0.1.1 sha256:"), "{shown}");
+
+    // The chart repository goes away; a cluster that now matches still
+    // gets the chart: it is in the bundle's Content, not fetched.
+    drop(server);
+    f.label_cluster("dev-1", "env=prod").await;
+    f.wait_ready(&[
+        ("dev-1", "charts-guestbook"),
+        ("prod-1", "charts-guestbook"),
+    ])
+    .await;
+    let settings = f.configmap("dev-1", "guestbook-settings").await.unwrap();
+    assert_eq!(settings.data.unwrap()["chart-version"], "0.1.1");
+    f.label_cluster("dev-1", "env=dev").await;
+    f.cleanup().await;
+}

@@ -32,14 +32,15 @@
 //! why in the GitRepo's conditions.
 
 mod bundles;
-mod charts;
 mod prepare;
 mod source;
 mod status;
 
-pub use bundles::{desired_bundle, owner_reference};
+pub use bundles::desired_bundle;
+pub(crate) use source::parse_go_duration;
 pub use source::{DEFAULT_POLL_INTERVAL, fingerprint, poll_interval, url_policy};
 
+use crate::bundles::{OwnerKey, OwnerKind};
 use crate::{Context, Error, ObjectKey};
 use flotilla_api::{BundleSpec, GitRepo};
 use flotilla_bundle::CompiledBundle;
@@ -64,8 +65,8 @@ pub struct GitState {
     /// Helm charts, resolved and cached by digest (under `--git-dir`).
     pub charts: flotilla_charts::Resolver,
     pub(crate) repos: Mutex<HashMap<ObjectKey, RepoState>>,
-    /// Bundle -> (its GitRepo, the spec this controller wants it to have).
-    pub(crate) desired: RwLock<HashMap<ObjectKey, (ObjectKey, Arc<BundleSpec>)>>,
+    /// Bundle -> (its GitRepo or HelmOp, the spec it wants it to have).
+    pub(crate) desired: RwLock<HashMap<ObjectKey, (OwnerKey, Arc<BundleSpec>)>>,
     /// Git and chart network operations in flight (`--git-connections`).
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
     /// Mirrors whose poll is in flight: a slow one is not polled again
@@ -153,7 +154,7 @@ impl GitState {
     }
 
     /// The GitRepo that wants this Bundle, and the spec it wants.
-    pub(crate) fn desired_of(&self, bundle: &ObjectKey) -> Option<(ObjectKey, Arc<BundleSpec>)> {
+    pub(crate) fn desired_of(&self, bundle: &ObjectKey) -> Option<(OwnerKey, Arc<BundleSpec>)> {
         self.desired
             .read()
             .expect("desired lock")
@@ -163,10 +164,18 @@ impl GitState {
 
     fn forget(&self, key: &ObjectKey) {
         self.repos().remove(key);
+        self.forget_owner(&OwnerKey {
+            kind: OwnerKind::GitRepo,
+            key: key.clone(),
+        });
+    }
+
+    /// Drops what an owner wanted of its Bundles.
+    pub(crate) fn forget_owner(&self, owner: &OwnerKey) {
         self.desired
             .write()
             .expect("desired lock")
-            .retain(|_, (repo, _)| repo != key);
+            .retain(|_, (o, _)| o != owner);
     }
 }
 
@@ -190,7 +199,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn stalled(reason: &'static str, message: String) -> Self {
+    pub(crate) fn stalled(reason: &'static str, message: String) -> Self {
         Outcome::Failed {
             reason,
             message,
@@ -199,7 +208,7 @@ impl Outcome {
         }
     }
 
-    fn transient(reason: &'static str, message: String) -> Self {
+    pub(crate) fn transient(reason: &'static str, message: String) -> Self {
         Outcome::Failed {
             reason,
             message,
@@ -329,7 +338,8 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
         Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
-    let chart_access = match charts::chart_access(ctx, key, repo).await {
+    let secrets = crate::chart_access::HelmSecrets::of_gitrepo(spec);
+    let chart_access = match crate::chart_access::chart_access(ctx, key, &secrets).await {
         Ok(a) => a,
         Err(outcome) => return Ok(outcome),
     };
@@ -443,7 +453,7 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, repo: &GitRepo) -> Result<Out
         (st.commit, st.bundles.clone())
     };
     if let Some(good) = good
-        && let Err(e) = bundles::apply_bundles(ctx, key, repo, good, &bundles).await
+        && let Err(e) = bundles::write_commit(ctx, key, repo, good, &bundles).await
     {
         tracing::warn!(gitrepo = %key, error = %e.message, "a write was refused; what is deployed stays");
         return Ok(Outcome::Failed {

@@ -7,7 +7,7 @@
 //! server that never answers delays no other GitRepo; the job's end queues
 //! the GitRepo, whose reconcile writes what it prepared.
 
-use super::charts::ChartAccess;
+use crate::chart_access::ChartAccess;
 use crate::{Context, ObjectKey};
 use flotilla_bundle::{CompileInput, CompiledBundle, Deadline, Limits};
 use flotilla_git::{CompileCache, GitError, Oid, RemoteRefs, Source, Want};

@@ -133,7 +133,7 @@ pub fn poll_interval(s: Option<&str>) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub(super) fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration such as 15s, 1m30s or 1h");
     let mut rest = s;
     let mut total = 0f64;

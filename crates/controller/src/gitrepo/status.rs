@@ -3,7 +3,8 @@
 //! Ready/Reconciling/Stalled conditions, the redacted repository URL and
 //! the message), each only when it changed.
 
-use super::{GITREPO_FIELD_MANAGER, Outcome, bundles::delete_bundle, short};
+use super::{GITREPO_FIELD_MANAGER, Outcome, short};
+use crate::bundles::{OwnerKey, OwnerKind, delete_bundle};
 use crate::status::apply_status;
 use crate::{Context, Error, ObjectKey, finalizers_patch};
 use flotilla_api::condition::{self, ConditionUpdate, set_condition};
@@ -61,8 +62,12 @@ pub async fn finalize(ctx: &Context, key: &ObjectKey, repo: &GitRepo) -> Result<
         .flatten()
         .cloned()
         .collect();
+    let owner = OwnerKey {
+        kind: OwnerKind::GitRepo,
+        key: key.clone(),
+    };
     for b in &bundles {
-        delete_bundle(ctx, key, b).await?;
+        delete_bundle(ctx, &owner, b).await?;
     }
     if !bundles.is_empty() {
         return Ok(());

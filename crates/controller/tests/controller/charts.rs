@@ -20,7 +20,7 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 use std::path::Path;
 
-fn helm_secret(name: &str, user: &str, password: &str, ca: Option<&[u8]>) -> Secret {
+pub fn helm_secret(name: &str, user: &str, password: &str, ca: Option<&[u8]>) -> Secret {
     let mut data = vec![
         ("username".to_owned(), ByteString(user.as_bytes().to_vec())),
         (

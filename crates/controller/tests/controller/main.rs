@@ -8,6 +8,7 @@ mod fanout;
 mod gc;
 mod gitrepo;
 mod ha;
+mod helmop;
 mod hostile;
 mod steady;
 mod support;

@@ -7,34 +7,40 @@
 //! | Cluster created, relabelled, deleted | bundles whose pairs changed; its namespace | BundleDeployments of untargeted pairs | its bundles, itself, its groups |
 //! | Cluster `paused` flipped | its bundles | | |
 //! | ClusterGroup selector/labels changed, deleted | bundles whose pairs changed | untargeted pairs | itself, the changed pairs |
-//! | Bundle spec changed | itself | untargeted pairs | itself, its GitRepo |
-//! | Bundle deleting or deleted | | untargeted pairs; its finalizer | its GitRepo |
-//! | BundleDeployment created | | itself (a race with a targets edit) | its bundle, cluster, groups, GitRepo |
-//! | BundleDeployment spec or status changed | its bundle, on a status change while its rollout waits | | its bundle, cluster, groups, GitRepo |
-//! | BundleDeployment deleted | its bundle, if still targeted | its bundle's finalizer | its bundle, cluster, groups, GitRepo |
+//! | Bundle spec changed | itself | untargeted pairs | itself, its GitRepo or HelmOp |
+//! | Bundle deleting or deleted | | untargeted pairs; its finalizer | its GitRepo or HelmOp |
+//! | BundleDeployment created | | itself (a race with a targets edit) | its bundle, cluster, groups, GitRepo or HelmOp |
+//! | BundleDeployment spec or status changed | its bundle, on a status change while its rollout waits | | its bundle, cluster, groups, GitRepo or HelmOp |
+//! | BundleDeployment deleted | its bundle, if still targeted | its bundle's finalizer | its bundle, cluster, groups, GitRepo or HelmOp |
 //! | cluster namespace created or deleted | the cluster's bundles; the namespace | | |
-//! | GitRepo created | | | itself |
-//! | GitRepo gone (even without its finalizer) | | its Bundles, if orphaned | |
+//! | GitRepo or HelmOp created | | | itself |
+//! | GitRepo or HelmOp gone (even without its finalizer) | | its Bundles, if orphaned | |
 //! | BundleDeployment spec edited by someone else | its bundle | | |
 //!
-//! A Content deleted (by hand) queues the GitRepos whose Bundles need it,
+//! A Content deleted (by hand) queues the GitRepos and HelmOps whose Bundles need it,
 //! which recreate it.
 //!
-//! And for the GitRepo controller: a GitRepo created, its generation
-//! changed, deleting, or its webhook annotation moved; a Bundle it wants
-//! deleted or edited by someone else; the last Bundle of a deleting GitRepo
-//! gone. The poller and the webhook receiver queue it too (`gitpoll.rs`).
+//! And for the GitRepo and HelmOp controllers (`owners.rs`): one created,
+//! its generation changed, deleting, or (a GitRepo's) webhook annotation
+//! moved; a Bundle it wants deleted or edited by someone else; the last
+//! Bundle of a deleting one gone. The poller and the webhook receiver queue
+//! GitRepos too (`gitpoll.rs`); a HelmOp polling a version range queues
+//! itself.
 //!
-//! Status-only changes of Bundles, Clusters, ClusterGroups and GitRepos
+//! Status-only changes of Bundles, Clusters, ClusterGroups, GitRepos and HelmOps
 //! (the status controller's own writes) wake nobody. A BundleDeployment
 //! spec change (the fan-out's own write) wakes the status controller, never
 //! the fan-out, plus one cheap GC check when it is created.
+
+mod owners;
 
 use crate::cache::{Delta, Feed};
 use crate::topology::{cluster_namespace, pair_of};
 use crate::{Context, FanoutKey, GcKey, StatusKey};
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
-use flotilla_api::{Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo, keys};
+use flotilla_api::{
+    Bundle, BundleDeployment, Cluster, ClusterGroup, Content, GitRepo, HelmOp, keys,
+};
 use flotilla_targeting::{ChangeKind, Changes, ObjectKey};
 use futures::{Stream, StreamExt};
 use kube::Api;
@@ -50,6 +56,7 @@ pub enum Event {
     Bundle(Box<watcher::Event<Bundle>>),
     Bd(Box<watcher::Event<BundleDeployment>>),
     GitRepo(Box<watcher::Event<GitRepo>>),
+    HelmOp(Box<watcher::Event<HelmOp>>),
     Namespace(Box<watcher::Event<Namespace>>),
     Content(Box<watcher::Event<PartialObjectMeta<Content>>>),
 }
@@ -91,6 +98,9 @@ pub fn watches(client: &kube::Client) -> Vec<EventStream> {
         watch(Api::all(client.clone()), all(), |e| {
             Event::GitRepo(Box::new(e))
         }),
+        watch(Api::all(client.clone()), all(), |e| {
+            Event::HelmOp(Box::new(e))
+        }),
         watch(
             Api::all(client.clone()),
             all().labels(&format!(
@@ -117,6 +127,7 @@ pub struct Hub {
     bundles: Feed<Bundle>,
     bds: Feed<BundleDeployment>,
     gitrepos: Feed<GitRepo>,
+    helmops: Feed<HelmOp>,
     namespaces: Feed<Namespace>,
     contents: Feed<PartialObjectMeta<Content>>,
 }
@@ -133,6 +144,7 @@ impl Hub {
             bundles: Feed::new(Arc::clone(&ctx.bundles)),
             bds: Feed::new(Arc::clone(&ctx.bds)),
             gitrepos: Feed::new(Arc::clone(&ctx.gitrepos)),
+            helmops: Feed::new(Arc::clone(&ctx.helmops)),
             namespaces: Feed::new(Arc::clone(&ctx.namespaces)),
             contents: Feed::new(Arc::clone(&ctx.contents)),
             ctx,
@@ -180,6 +192,11 @@ impl Hub {
                     self.on_gitrepo(d);
                 }
             }
+            Event::HelmOp(e) => {
+                for d in self.helmops.apply(*e) {
+                    self.on_helmop(d);
+                }
+            }
             Event::Namespace(e) => {
                 for d in self.namespaces.apply(*e) {
                     self.on_namespace(d);
@@ -209,6 +226,7 @@ impl Hub {
             && self.bundles.synced()
             && self.bds.synced()
             && self.gitrepos.synced()
+            && self.helmops.synced()
             && self.namespaces.synced()
             && self.contents.synced()
     }
@@ -223,22 +241,6 @@ impl Hub {
 
     fn status(&self, key: StatusKey, trigger: &'static str) {
         self.ctx.status.add(key, trigger);
-    }
-
-    /// A bundle's status and its GitRepo's.
-    fn bundle_status(&self, bundle: &ObjectKey, trigger: &'static str) {
-        self.status(StatusKey::Bundle(bundle.clone()), trigger);
-        if let Some(repo) = self
-            .ctx
-            .bundles
-            .get(bundle)
-            .and_then(|b| b.metadata.labels.as_ref()?.get(keys::REPO_NAME).cloned())
-        {
-            self.status(
-                StatusKey::GitRepo(ObjectKey::new(&bundle.namespace, &repo)),
-                trigger,
-            );
-        }
     }
 
     /// A cluster's status and its groups'.
@@ -440,8 +442,8 @@ impl Hub {
         match delta {
             Delta::Upsert { old, new } => {
                 let key = ObjectKey::of(&new.metadata);
-                self.track_repo(&key, old.as_deref(), Some(&new));
-                self.bundle_for_gitrepo(&key, old.as_deref(), Some(&new));
+                self.track_owner(&key, old.as_deref(), Some(&new));
+                self.bundle_for_owner(&key, old.as_deref(), Some(&new));
                 if deleting(&*new) {
                     self.bundle_gone(&key, "bundle-deleted");
                     self.gc(GcKey::Bundle(key), "bundle-deleted");
@@ -498,113 +500,9 @@ impl Hub {
             Delta::Removed(old) => {
                 let key = ObjectKey::of(&old.metadata);
                 self.bundle_gone(&key, "bundle-deleted");
-                self.track_repo(&key, Some(&old), None);
-                self.bundle_for_gitrepo(&key, Some(&old), None);
+                self.track_owner(&key, Some(&old), None);
+                self.bundle_for_owner(&key, Some(&old), None);
             }
-        }
-    }
-
-    fn on_gitrepo(&mut self, delta: Delta<GitRepo>) {
-        match delta {
-            Delta::Upsert { old, new } => {
-                let key = ObjectKey::of(&new.metadata);
-                let webhook = |r: &GitRepo| {
-                    r.metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(keys::WEBHOOK_COMMIT).cloned())
-                };
-                let trigger = match &old {
-                    None => {
-                        self.status(StatusKey::GitRepo(key.clone()), "gitrepo");
-                        Some("gitrepo")
-                    }
-                    Some(o) if deleting(&*new) && !deleting(&**o) => Some("gitrepo-deleting"),
-                    Some(o) if o.metadata.generation != new.metadata.generation => Some("gitrepo"),
-                    Some(o) if webhook(o) != webhook(&new) => {
-                        if let Some(st) = self.ctx.git.repos().get_mut(&key) {
-                            st.poke = true;
-                        }
-                        Some("webhook")
-                    }
-                    // Status, finalizer and label changes: nothing to do.
-                    Some(_) => None,
-                };
-                if let Some(trigger) = trigger {
-                    self.ctx.gitrepo.add(key, trigger);
-                }
-            }
-            // The reconcile finds it gone and forgets it. Its Bundles are
-            // orphans if it went without its finalizer (removed by hand).
-            Delta::Removed(old) => {
-                let key = ObjectKey::of(&old.metadata);
-                for b in self
-                    .ctx
-                    .topo()
-                    .bundles_by_repo
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                {
-                    self.gc(GcKey::Bundle(b.clone()), "gitrepo-deleted");
-                }
-                self.ctx.gitrepo.add(key, "gitrepo-deleted");
-            }
-        }
-    }
-
-    /// A Content deleted by someone else: the GitRepos whose Bundles use
-    /// it write it again. (Creations need nothing.)
-    fn on_content(&mut self, delta: Delta<PartialObjectMeta<Content>>) {
-        let Delta::Removed(old) = delta else {
-            return;
-        };
-        let Some(name) = old.metadata.name.as_deref() else {
-            return;
-        };
-        let repos: BTreeSet<ObjectKey> = self
-            .ctx
-            .bundles
-            .list()
-            .iter()
-            .filter(|b| b.spec.content_id == name && !deleting(&***b))
-            .filter_map(|b| {
-                let repo = b.metadata.labels.as_ref()?.get(keys::REPO_NAME)?;
-                Some(ObjectKey::new(b.metadata.namespace.as_deref()?, repo))
-            })
-            .collect();
-        for r in repos {
-            tracing::warn!(content = %name, gitrepo = %r, "a Content in use was deleted; writing it again");
-            self.ctx.gitrepo.add(r, "content-deleted");
-        }
-    }
-
-    /// A Bundle event that concerns its GitRepo: someone else deleted or
-    /// edited a Bundle it wants, or the last Bundle of a deleting GitRepo
-    /// went away. Its own writes match what it wants and wake nothing.
-    fn bundle_for_gitrepo(&mut self, key: &ObjectKey, old: Option<&Bundle>, new: Option<&Bundle>) {
-        let Some(repo) = new
-            .or(old)
-            .and_then(|b| b.metadata.labels.as_ref()?.get(keys::REPO_NAME).cloned())
-            .map(|r| ObjectKey::new(&key.namespace, &r))
-        else {
-            return;
-        };
-        let gone = new.is_none_or(deleting);
-        if gone && self.ctx.gitrepos.get(&repo).is_some_and(|r| deleting(&*r)) {
-            self.ctx.gitrepo.add(repo, "bundle-deleted");
-            return;
-        }
-        let Some((owner, want)) = self.ctx.git.desired_of(key) else {
-            return;
-        };
-        let drifted = match new {
-            None => true,
-            Some(b) if deleting(b) => !old.is_some_and(deleting),
-            Some(b) => b.spec != *want && old.is_none_or(|o| o.spec != b.spec),
-        };
-        if drifted {
-            self.ctx.gitrepo.add(owner, "bundle-changed");
         }
     }
 
@@ -629,36 +527,6 @@ impl Hub {
         // refused from the start) are stale too.
         for bd in self.ctx.topo().bds_of_bundle(key).into_values() {
             self.gc(GcKey::Deployment(bd), trigger);
-        }
-    }
-
-    fn track_repo(&mut self, key: &ObjectKey, old: Option<&Bundle>, new: Option<&Bundle>) {
-        let repo = |b: Option<&Bundle>| {
-            b.and_then(|b| b.metadata.labels.as_ref()?.get(keys::REPO_NAME).cloned())
-                .map(|r| ObjectKey::new(&key.namespace, &r))
-        };
-        let (before, after) = (repo(old), repo(new));
-        if before == after && new.is_some() {
-            return;
-        }
-        let mut topo = self.ctx.topo.write().expect("topology lock");
-        if let Some(r) = &before
-            && let Some(set) = topo.bundles_by_repo.get_mut(r)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                topo.bundles_by_repo.remove(r);
-            }
-        }
-        if let Some(r) = &after {
-            topo.bundles_by_repo
-                .entry(r.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        drop(topo);
-        for r in before.into_iter().chain(after) {
-            self.status(StatusKey::GitRepo(r), "bundle");
         }
     }
 

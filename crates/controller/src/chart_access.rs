@@ -1,5 +1,5 @@
-//! The credentials a GitRepo's Helm charts are fetched with, read from its
-//! Secrets as Fleet reads them:
+//! The credentials a GitRepo's or HelmOp's Helm charts are fetched with,
+//! read from its Secrets as Fleet reads them:
 //!
 //! - `helmSecretName`: `username`, `password`, `cacerts` (PEM), and
 //!   `insecureSkipVerify` (`"true"`);
@@ -11,9 +11,8 @@
 //!
 //! Nothing here is logged, and `Debug` shows no secret.
 
-use super::Outcome;
+use crate::gitrepo::Outcome;
 use crate::{Context, ObjectKey};
-use flotilla_api::GitRepo;
 use flotilla_api::k8s_openapi::api::core::v1::Secret;
 use flotilla_charts::{Access, ChartSource};
 use kube::Api;
@@ -132,39 +131,53 @@ fn text(data: &BTreeMap<String, Vec<u8>>, k: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Reads the GitRepo's Helm credentials. An error names the field and
-/// the Secret, never a value.
+/// Where an owner's Helm credentials are: the fields of its spec.
+#[derive(Default)]
+pub struct HelmSecrets<'a> {
+    pub helm_secret_name: Option<&'a str>,
+    pub helm_secret_name_for_paths: Option<&'a str>,
+    pub helm_repo_url_regex: Option<&'a str>,
+    /// `insecureSkipTLSVerify` of a HelmOp.
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl<'a> HelmSecrets<'a> {
+    pub fn of_gitrepo(spec: &'a flotilla_api::GitRepoSpec) -> Self {
+        HelmSecrets {
+            helm_secret_name: spec.helm_secret_name.as_deref(),
+            helm_secret_name_for_paths: spec.helm_secret_name_for_paths.as_deref(),
+            helm_repo_url_regex: spec.helm_repo_url_regex.as_deref(),
+            insecure_skip_tls_verify: false,
+        }
+    }
+}
+
+/// Reads an owner's Helm credentials (its Secrets are in `key`'s
+/// namespace). An error names the field and the Secret, never a value.
 pub async fn chart_access(
     ctx: &Context,
     key: &ObjectKey,
-    repo: &GitRepo,
+    spec: &HelmSecrets<'_>,
 ) -> Result<ChartAccess, Outcome> {
-    let spec = &repo.spec;
     let mut out = ChartAccess::default();
-    if let Some(re) = spec
-        .helm_repo_url_regex
-        .as_deref()
-        .filter(|r| !r.is_empty())
-    {
+    out.default.insecure = spec.insecure_skip_tls_verify;
+    if let Some(re) = spec.helm_repo_url_regex.filter(|r| !r.is_empty()) {
         out.regex = Some(regex::Regex::new(re).map_err(|e| {
             Outcome::stalled("InvalidHelmRepoURLRegex", format!("helmRepoURLRegex: {e}"))
         })?);
     }
-    if let Some(name) = spec.helm_secret_name.as_deref().filter(|n| !n.is_empty()) {
+    if let Some(name) = spec.helm_secret_name.filter(|n| !n.is_empty()) {
         let data = secret_data(ctx, key, "helmSecretName", name).await?;
         out.default = Creds {
             basic: text(&data, "username")
                 .or_else(|| text(&data, "password").map(|_| String::new()))
                 .zip(text(&data, "password")),
             ca: data.get("cacerts").cloned().filter(|c| !c.is_empty()),
-            insecure: text(&data, "insecureSkipVerify").as_deref() == Some("true"),
+            insecure: spec.insecure_skip_tls_verify
+                || text(&data, "insecureSkipVerify").as_deref() == Some("true"),
         };
     }
-    if let Some(name) = spec
-        .helm_secret_name_for_paths
-        .as_deref()
-        .filter(|n| !n.is_empty())
-    {
+    if let Some(name) = spec.helm_secret_name_for_paths.filter(|n| !n.is_empty()) {
         let data = secret_data(ctx, key, "helmSecretNameForPaths", name).await?;
         let bad = |why: String| {
             Outcome::stalled(

@@ -1,0 +1,179 @@
+//! What the HelmOp controller writes on the HelmOp itself: its finalizer,
+//! and the status fields it owns (observedGeneration, the chart version and
+//! digest deployed, the Ready/Reconciling/Stalled conditions, the source as
+//! it may be shown, the message), each only when it changed. The status
+//! controller owns the cluster counts and the summary.
+
+use super::{HELMOP_FIELD_MANAGER, Outcome};
+use crate::bundles::{OwnerKey, OwnerKind, delete_bundle};
+use crate::status::apply_status;
+use crate::{Context, Error, ObjectKey, finalizers_patch};
+use flotilla_api::condition::{self, ConditionUpdate, set_condition};
+use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use flotilla_api::{HelmOp, keys};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+async fn patch_finalizers(
+    ctx: &Context,
+    key: &ObjectKey,
+    op: &HelmOp,
+    want: &[String],
+) -> Result<(), Error> {
+    let api: Api<HelmOp> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    ctx.metrics.write("HelmOp", "patch-finalizers");
+    match api
+        .patch(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(finalizers_patch(&op.metadata, want)),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Write {
+            verb: "patch the finalizers of",
+            kind: "HelmOp",
+            name: key.to_string(),
+            source,
+        }),
+    }
+}
+
+pub async fn ensure_finalizer(ctx: &Context, key: &ObjectKey, op: &HelmOp) -> Result<(), Error> {
+    let have = op.metadata.finalizers.clone().unwrap_or_default();
+    if have.iter().any(|f| f == keys::HELMOP_FINALIZER) {
+        return Ok(());
+    }
+    let mut want = have;
+    want.push(keys::HELMOP_FINALIZER.to_owned());
+    patch_finalizers(ctx, key, op, &want).await
+}
+
+/// A deleting HelmOp: delete its Bundle, and release it once the Bundle
+/// is gone (its deletion event wakes this again).
+pub async fn finalize(ctx: &Context, key: &ObjectKey, op: &HelmOp) -> Result<(), Error> {
+    let owner = OwnerKey {
+        kind: OwnerKind::HelmOp,
+        key: key.clone(),
+    };
+    let mine = ctx
+        .bundles
+        .get(key)
+        .is_some_and(|b| OwnerKind::of_bundle(&b).as_ref() == Some(&owner));
+    if mine {
+        delete_bundle(ctx, &owner, key).await?;
+        return Ok(());
+    }
+    ctx.helm.forget(key);
+    ctx.git.forget_owner(&owner);
+    let have = op.metadata.finalizers.clone().unwrap_or_default();
+    if !have.iter().any(|f| f == keys::HELMOP_FINALIZER) {
+        return Ok(());
+    }
+    let want: Vec<String> = have
+        .into_iter()
+        .filter(|f| f != keys::HELMOP_FINALIZER)
+        .collect();
+    tracing::info!(helmop = %key, "bundle gone; releasing the HelmOp");
+    patch_finalizers(ctx, key, op, &want).await
+}
+
+pub async fn write_status(
+    ctx: &Context,
+    key: &ObjectKey,
+    op: &HelmOp,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let old = op.status.clone().unwrap_or_default();
+    let generation = op.metadata.generation;
+    let now = Time(flotilla_api::k8s_openapi::jiff::Timestamp::now());
+    let mut conditions = old.conditions.clone();
+    let mut set = |t: &str, status: bool, reason: &str, message: &str| {
+        set_condition(
+            &mut conditions,
+            ConditionUpdate {
+                type_: t,
+                status,
+                reason,
+                message,
+                observed_generation: generation,
+            },
+            &now,
+        );
+    };
+    let (version, digest, message, error) = match outcome {
+        Outcome::Synced { chart } => {
+            let m = format!("chart {} {} ({})", chart.name, chart.version, chart.digest);
+            set(condition::READY, true, "Synced", &m);
+            set(condition::RECONCILING, false, "Synced", "");
+            set(condition::STALLED, false, "Synced", "");
+            (
+                chart.version.clone(),
+                chart.digest.clone(),
+                String::new(),
+                false,
+            )
+        }
+        Outcome::Resolving => {
+            // Only the first resolution says so.
+            if !old.version.is_empty() || !old.conditions.is_empty() {
+                return Ok(());
+            }
+            let m = "resolving the chart";
+            set(condition::READY, false, "Resolving", m);
+            set(condition::RECONCILING, true, "Resolving", m);
+            set(condition::STALLED, false, "Resolving", "");
+            (String::new(), String::new(), String::new(), false)
+        }
+        Outcome::Failed {
+            reason,
+            message,
+            stalled,
+            ..
+        } => {
+            set(condition::READY, false, reason, message);
+            set(
+                condition::RECONCILING,
+                !*stalled,
+                reason,
+                if *stalled { "" } else { message },
+            );
+            set(
+                condition::STALLED,
+                *stalled,
+                reason,
+                if *stalled { message } else { "" },
+            );
+            (
+                old.version.clone(),
+                old.digest.clone(),
+                message.clone(),
+                true,
+            )
+        }
+    };
+    let observed = generation.unwrap_or_default();
+    let message = flotilla_api::summary::truncate(&message, 1024);
+    let shown = super::shown_source(op);
+    let unchanged = old.version == version
+        && old.digest == digest
+        && old.observed_generation == observed
+        && old.conditions == conditions
+        && old.display.message == message
+        && old.display.error == error
+        && old.display.repo == shown;
+    if unchanged {
+        return Ok(());
+    }
+    let status = json!({
+        "observedGeneration": observed,
+        "version": version,
+        "digest": digest,
+        "conditions": conditions,
+        "display": {"message": message, "error": error, "repo": shown},
+    });
+    apply_status::<HelmOp>(ctx, key, "HelmOp", status, HELMOP_FIELD_MANAGER).await
+}
