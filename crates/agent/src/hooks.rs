@@ -3,13 +3,14 @@
 //! itself, as Helm would on install and upgrade:
 //!
 //! - `pre-install` / `pre-upgrade` hooks are applied before everything
-//!   else, in `helm.sh/hook-weight` order (then kind and name), each waited
-//!   for (a Job until it completes, a Pod until it succeeds) before the
-//!   next; one that fails stops the deployment;
+//!   else, in `helm.sh/hook-weight` order (then name), each waited for (a
+//!   Job until it completes, a Pod until it succeeds) before the next; one
+//!   that fails stops the deployment, and is not run again for it;
 //! - `post-install` / `post-upgrade` hooks run once the rest is Ready;
 //! - `helm.sh/hook-delete-policy`: `before-hook-creation` (the default)
-//!   deletes the previous object first, `hook-succeeded` / `hook-failed`
-//!   delete it after;
+//!   deletes the previous object first, `hook-succeeded` deletes it once
+//!   every hook of the event succeeded, `hook-failed` when it failed; a
+//!   CRD hook is never deleted;
 //! - `test` hooks are never applied, nor are delete and rollback hooks
 //!   (there is no Helm release to delete or roll back);
 //! - hooks are not in the inventory: like Helm, Flotilla does not prune
@@ -191,11 +192,9 @@ pub fn progress(live: &Value) -> Progress {
                     .unwrap_or("failed");
                 return Progress::Failed(why.to_owned());
             }
-            let done = condition("Complete").is_some()
-                || live
-                    .pointer("/status/succeeded")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|n| n >= 1);
+            // As Helm waits: the Job's conditions (a Job of several
+            // completions is not done at its first success).
+            let done = condition("Complete").is_some() || condition("SuccessCriteriaMet").is_some();
             if done {
                 Progress::Succeeded
             } else {
@@ -291,8 +290,8 @@ mod tests {
         let rows = [
             (json!({"kind": "Job", "status": {}}), Progress::Running),
             (
-                json!({"kind": "Job", "status": {"succeeded": 1}}),
-                Progress::Succeeded,
+                json!({"kind": "Job", "spec": {"completions": 3}, "status": {"succeeded": 1}}),
+                Progress::Running,
             ),
             (
                 json!({"kind": "Job", "status": {"conditions": [{"type": "Complete", "status": "True"}]}}),

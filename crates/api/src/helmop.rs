@@ -71,9 +71,6 @@ pub struct HelmOpStatus {
     /// `sha256:<hex>` of the chart archive deployed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
-    /// When the chart source was last asked for its versions (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_polling_time: Option<String>,
     #[serde(default)]
     pub ready_clusters: u32,
     #[serde(default)]

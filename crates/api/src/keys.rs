@@ -13,6 +13,9 @@ pub const REPO_NAME: &str = "flotilla.dev/repo-name";
 /// On a Bundle: the HelmOp that made it (as Fleet's
 /// `fleet.cattle.io/fleet-helm-name`).
 pub const HELMOP_NAME: &str = "flotilla.dev/helmop-name";
+/// On a Bundle: the label keys its owner set (comma-separated), so that
+/// one it no longer sets is removed.
+pub const OWNED_LABELS: &str = "flotilla.dev/labels";
 /// On a Bundle: the commit it was compiled from.
 pub const COMMIT: &str = "flotilla.dev/commit";
 /// On a GitRepo: the last pushed commit a webhook reported to a replica
@@ -64,6 +67,7 @@ mod tests {
         for key in [
             REPO_NAME,
             HELMOP_NAME,
+            OWNED_LABELS,
             COMMIT,
             WEBHOOK_COMMIT,
             BUNDLE_NAME,

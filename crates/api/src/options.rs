@@ -39,6 +39,15 @@ pub struct BundleDeploymentOptions {
     /// Keep the deployed resources when the bundle leaves the cluster.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_resources: bool,
+    /// Delete the bundle's CustomResourceDefinitions (and so every object
+    /// of their kinds) when it leaves the cluster. Off, as in Fleet: CRDs
+    /// stay.
+    #[serde(
+        default,
+        rename = "deleteCRDResources",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub delete_crd_resources: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore: Option<IgnoreOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -226,7 +226,8 @@ fn helm_args(input: &RenderInput<'_>, scratch: &Scratch) -> Result<Vec<String>> 
             .trim_end_matches('-')
             .to_owned()
     });
-    let mut args = vec!["template".to_owned()];
+    // `crds/` too: `helm install` (which Fleet runs) installs them.
+    let mut args = vec!["template".to_owned(), "--include-crds".to_owned()];
     let chart = match (set(&helm.repo), set(&helm.chart)) {
         (Some(repo), Some(chart)) => {
             args.push(format!("--repo={repo}"));

@@ -99,6 +99,22 @@ pub async fn vendor_dependencies(
         }
         let locked = lock_versions(files, &dir);
         for d in deps {
+            // A name becomes a directory of the bundle.
+            let plain = !d.name.is_empty()
+                && d.name.len() <= 250
+                && d.name != "."
+                && d.name != ".."
+                && !d.name.contains(['/', '\\', '\0'])
+                && !d.name.starts_with('.');
+            if !plain {
+                return Err(ChartError::Invalid {
+                    chart: meta.name.clone(),
+                    message: format!(
+                        "dependency name {:?} is not a chart name (no slashes, no leading dot)",
+                        d.name
+                    ),
+                });
+            }
             let target = join(&dir, &format!("charts/{}", d.name));
             if vendored(files, &dir, &d.name) {
                 todo.push((target, depth + 1));

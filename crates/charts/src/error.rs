@@ -44,6 +44,12 @@ pub enum ChartError {
         expected: String,
         actual: String,
     },
+    #[error("chart {chart} from {from}: {what} answered 404 Not Found")]
+    Missing {
+        chart: String,
+        from: String,
+        what: String,
+    },
     #[error("chart {chart}: {message}")]
     Invalid { chart: String, message: String },
 }
@@ -55,7 +61,7 @@ impl ChartError {
             ChartError::Unreachable { .. } => "ChartUnreachable",
             ChartError::Tls { .. } => "ChartTLSFailed",
             ChartError::Auth { .. } => "ChartAuthenticationFailed",
-            ChartError::UnknownChart { .. } => "ChartNotFound",
+            ChartError::UnknownChart { .. } | ChartError::Missing { .. } => "ChartNotFound",
             ChartError::NoMatchingVersion { .. } => "ChartVersionNotFound",
             ChartError::TooLarge { .. } => "ChartTooLarge",
             ChartError::DigestMismatch { .. } => "ChartDigestMismatch",

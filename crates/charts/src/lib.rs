@@ -3,7 +3,7 @@
 //!   an archive URL), and the access used to fetch it;
 //! - [`constraint`]: Helm's version constraints;
 //! - [`resolver`]: fetching indexes, tags and archives, verified by digest
-//!   and cached by it;
+//!   and cached by it (OCI registries through `oci`);
 //! - [`archive`]: packaged charts read safely;
 //! - [`deps`]: chart dependencies vendored into `charts/`;
 //! - [`vendor`]: a compiled bundle made self-contained.
@@ -15,6 +15,7 @@ pub mod archive;
 pub mod constraint;
 pub mod deps;
 pub mod error;
+mod oci;
 pub mod resolver;
 pub mod source;
 #[cfg(feature = "testing")]

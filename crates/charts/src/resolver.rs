@@ -13,6 +13,7 @@
 use crate::archive::{self, ChartFiles, Limits};
 use crate::constraint;
 use crate::error::ChartError;
+use crate::oci::Registry;
 use crate::source::{Access, ChartSource};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -22,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Helm's chart layer in an OCI manifest.
-pub const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+pub use crate::oci::HELM_CHART_LAYER;
+/// HTTP clients kept (each with its connection pool).
+const MAX_CLIENTS: usize = 64;
 /// The largest `index.yaml` read.
 const MAX_INDEX_BYTES: usize = 64 << 20;
 
@@ -80,7 +82,7 @@ struct IndexEntry {
 
 pub struct Resolver {
     cache: PathBuf,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     index_ttl: Duration,
     pub limits: Limits,
     clients: Mutex<HashMap<String, reqwest::Client>>,
@@ -143,18 +145,27 @@ impl Resolver {
                         message: format!("version {version} lists no download URL in {shown}"),
                     })?,
                 );
+                // As Helm without --pass-credentials: an archive on another
+                // origin gets no credentials.
+                let auth = if same_origin(url, &archive_url) {
+                    Auth::Basic
+                } else {
+                    Auth::None
+                };
                 (
                     version.clone(),
                     format!("repo\0{url}\0{chart}\0{version}"),
                     digest,
-                    Fetch::Http(archive_url),
+                    Fetch::Http(archive_url, auth),
                 )
             }
+            // Keyed by the access too: a private archive fetched with one
+            // tenant's credentials is not another's for the asking.
             ChartSource::Url { url } => (
                 String::new(),
-                format!("url\0{url}"),
+                format!("url\0{url}\0{}", access.digest()),
                 None,
-                Fetch::Http(url.clone()),
+                Fetch::Http(url.clone(), Auth::Basic),
             ),
             ChartSource::Oci {
                 reference,
@@ -168,7 +179,7 @@ impl Resolver {
                     format!("oci\0{reference}\0{tag}"),
                     Some(digest),
                     Fetch::Oci {
-                        reference: format!("{reference}:{tag}"),
+                        reference: reference.clone(),
                     },
                 )
             }
@@ -215,7 +226,15 @@ impl Resolver {
         self.stats.index_fetches.fetch_add(1, Ordering::Relaxed);
         let index_url = format!("{}/index.yaml", url.trim_end_matches('/'));
         let bytes = self
-            .get(&index_url, access, MAX_INDEX_BYTES, chart, &shown)
+            .get(
+                &index_url,
+                access,
+                &Auth::Basic,
+                None,
+                MAX_INDEX_BYTES,
+                chart,
+                &shown,
+            )
             .await?;
         let text = String::from_utf8(bytes).map_err(|_| ChartError::Invalid {
             chart: chart.to_owned(),
@@ -244,15 +263,12 @@ impl Resolver {
             })
             .collect();
         let rows = Arc::new(rows);
-        self.listings
-            .lock()
-            .expect("listings")
-            .insert(key, (Instant::now(), Arc::clone(&rows)));
+        self.remember_listing(key, Arc::clone(&rows));
         Ok(rows)
     }
 
     /// The tag a constraint picks in an OCI repository, and the digest of
-    /// its chart layer.
+    /// its chart layer. No constraint picks the highest release, as Helm.
     async fn oci_pick(
         &self,
         reference: &str,
@@ -261,20 +277,11 @@ impl Resolver {
         constraint: &str,
         access: &Access,
     ) -> Result<(String, String), ChartError> {
-        let client = oci_client(access, self.timeout);
-        let auth = oci_auth(access);
-        let oci_err =
-            |e: oci_client::errors::OciDistributionError| oci_error(chart, shown, access, &e);
-        let repo_ref: oci_client::Reference =
-            reference.parse().map_err(|e| ChartError::Invalid {
-                chart: chart.to_owned(),
-                message: format!("{shown} is not an OCI reference: {e}"),
-            })?;
-        let tag = if constraint.is_empty()
-            || constraint::parse_version(constraint).is_some_and(|_| {
-                !constraint.contains(['*', 'x', 'X', '^', '~', '>', '<', ' ', ',', '|'])
-            }) && !constraint.is_empty()
-        {
+        let registry = Registry::connect(self, reference, access, chart, shown).await?;
+        let exact = !constraint.is_empty()
+            && constraint::parse_version(constraint).is_some()
+            && !constraint.contains(['*', 'x', 'X', '^', '~', '>', '<', ' ', ',', '|']);
+        let tag = if exact {
             constraint.replace('+', "_")
         } else {
             let key = format!("tags\0{reference}\0{}", access.digest());
@@ -289,15 +296,8 @@ impl Resolver {
                 Some(l) => l.iter().map(|o| o.version.clone()).collect(),
                 None => {
                     self.stats.index_fetches.fetch_add(1, Ordering::Relaxed);
-                    let listed = tokio::time::timeout(
-                        self.timeout,
-                        client.list_tags(&repo_ref, &auth, None, None),
-                    )
-                    .await
-                    .map_err(|_| self.timed_out(chart, shown))?
-                    .map_err(oci_err)?;
-                    let rows = listed
-                        .tags
+                    let tags = registry.tags().await?;
+                    let rows = tags
                         .iter()
                         .map(|t| Offer {
                             chart: chart.to_owned(),
@@ -306,11 +306,8 @@ impl Resolver {
                             digest: None,
                         })
                         .collect();
-                    self.listings
-                        .lock()
-                        .expect("listings")
-                        .insert(key, (Instant::now(), Arc::new(rows)));
-                    listed.tags
+                    self.remember_listing(key, Arc::new(rows));
+                    tags
                 }
             };
             let versions: Vec<String> = tags.iter().map(|t| t.replace('_', "+")).collect();
@@ -327,40 +324,15 @@ impl Resolver {
                 })?;
             picked.replace('+', "_")
         };
-        let tagged: oci_client::Reference =
-            format!("{reference}:{tag}")
-                .parse()
-                .map_err(|e| ChartError::Invalid {
-                    chart: chart.to_owned(),
-                    message: format!("{shown}:{tag} is not an OCI reference: {e}"),
-                })?;
-        let (manifest, _) =
-            tokio::time::timeout(self.timeout, client.pull_manifest(&tagged, &auth))
-                .await
-                .map_err(|_| self.timed_out(chart, shown))?
-                .map_err(oci_err)?;
-        let oci_client::manifest::OciManifest::Image(image) = manifest else {
-            return Err(ChartError::Invalid {
-                chart: chart.to_owned(),
-                message: format!("{shown}:{tag} is an image index, not a chart"),
-            });
-        };
-        let layer = image
-            .layers
-            .iter()
-            .find(|l| l.media_type == HELM_CHART_LAYER)
-            .ok_or_else(|| ChartError::Invalid {
-                chart: chart.to_owned(),
-                message: format!("{shown}:{tag} has no Helm chart layer ({HELM_CHART_LAYER})"),
-            })?;
-        if layer.size > self.limits.max_archive_bytes as i64 {
+        let (digest, size) = registry.chart_layer(&tag).await?;
+        if size > self.limits.max_archive_bytes as i64 {
             return Err(ChartError::TooLarge {
                 chart: chart.to_owned(),
-                size: usize::try_from(layer.size).unwrap_or(usize::MAX),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
                 limit: self.limits.max_archive_bytes,
             });
         }
-        Ok((tag, layer.digest.clone()))
+        Ok((tag, digest))
     }
 
     /// The archive of `key`: from the cache when its digest is known and
@@ -389,12 +361,22 @@ impl Resolver {
             return Ok((d.clone(), bytes, false));
         }
         self.stats.downloads.fetch_add(1, Ordering::Relaxed);
+        let limit = self.limits.max_archive_bytes;
         let bytes = match fetch {
-            Fetch::Http(url) => {
-                self.get(url, access, self.limits.max_archive_bytes, chart, shown)
+            Fetch::Http(url, auth) => {
+                self.get(url, access, auth, None, limit, chart, shown)
                     .await?
             }
-            Fetch::Oci { reference } => self.oci_blob(reference, chart, shown, access).await?,
+            Fetch::Oci { reference } => {
+                let digest = known.as_deref().ok_or_else(|| ChartError::Invalid {
+                    chart: chart.to_owned(),
+                    message: format!("{shown}: no chart layer digest"),
+                })?;
+                Registry::connect(self, reference, access, chart, shown)
+                    .await?
+                    .blob(digest, limit)
+                    .await?
+            }
         };
         let digest = sha256(&bytes);
         if let Some(want) = known.as_deref().filter(|_| expected.is_some())
@@ -414,47 +396,16 @@ impl Resolver {
         Ok((digest, bytes, true))
     }
 
-    async fn oci_blob(
-        &self,
-        reference: &str,
-        chart: &str,
-        shown: &str,
-        access: &Access,
-    ) -> Result<Vec<u8>, ChartError> {
-        let client = oci_client(access, self.timeout);
-        let auth = oci_auth(access);
-        let tagged: oci_client::Reference = reference.parse().map_err(|e| ChartError::Invalid {
-            chart: chart.to_owned(),
-            message: format!("{shown} is not an OCI reference: {e}"),
-        })?;
-        let pulled = tokio::time::timeout(
-            self.timeout,
-            client.pull(
-                &tagged,
-                &auth,
-                vec![HELM_CHART_LAYER, "application/vnd.cncf.helm.config.v1+json"],
-            ),
-        )
-        .await
-        .map_err(|_| self.timed_out(chart, shown))?
-        .map_err(|e| oci_error(chart, shown, access, &e))?;
-        let layer = pulled
-            .layers
-            .into_iter()
-            .find(|l| l.media_type == HELM_CHART_LAYER)
-            .ok_or_else(|| ChartError::Invalid {
-                chart: chart.to_owned(),
-                message: format!("{shown} has no Helm chart layer"),
-            })?;
-        Ok(layer.data.to_vec())
-    }
-
-    /// GET with the access's TLS trust and credentials, refusing bodies
-    /// over `limit` as they arrive.
-    async fn get(
+    /// GET with the access's TLS trust and `auth`, refusing bodies over
+    /// `limit` as they arrive. (reqwest drops the credentials when a
+    /// redirect leaves the host.)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn get(
         &self,
         url: &str,
         access: &Access,
+        auth: &Auth,
+        accept: Option<&str>,
         limit: usize,
         chart: &str,
         shown: &str,
@@ -465,8 +416,13 @@ impl Resolver {
             message,
         })?;
         let mut req = client.get(url);
-        if let Some((u, p)) = &access.basic {
-            req = req.basic_auth(u, Some(p));
+        match (auth, &access.basic) {
+            (Auth::Basic, Some((u, p))) => req = req.basic_auth(u, Some(p)),
+            (Auth::Bearer(token), _) => req = req.bearer_auth(token),
+            _ => {}
+        }
+        if let Some(accept) = accept {
+            req = req.header(reqwest::header::ACCEPT, accept);
         }
         let work = async {
             let mut resp = req
@@ -492,9 +448,10 @@ impl Resolver {
                 });
             }
             if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(ChartError::Invalid {
+                return Err(ChartError::Missing {
                     chart: chart.to_owned(),
-                    message: format!("{} answered 404 Not Found", crate::source::redact(url)),
+                    from: shown.to_owned(),
+                    what: crate::source::redact(url),
                 });
             }
             if !status.is_success() {
@@ -533,7 +490,16 @@ impl Resolver {
             .map_err(|_| self.timed_out(chart, shown))?
     }
 
-    fn timed_out(&self, chart: &str, shown: &str) -> ChartError {
+    /// Keeps a listing for `index_ttl`, dropping the ones past theirs (an
+    /// index may be tens of megabytes).
+    fn remember_listing(&self, key: String, rows: Listing) {
+        let mut listings = self.listings.lock().expect("listings");
+        let ttl = self.index_ttl;
+        listings.retain(|_, (at, _)| at.elapsed() < ttl);
+        listings.insert(key, (Instant::now(), rows));
+    }
+
+    pub(crate) fn timed_out(&self, chart: &str, shown: &str) -> ChartError {
         ChartError::Unreachable {
             chart: chart.to_owned(),
             from: shown.to_owned(),
@@ -557,10 +523,13 @@ impl Resolver {
             }
         }
         let client = b.build().map_err(|e| e.to_string())?;
-        self.clients
-            .lock()
-            .expect("clients")
-            .insert(key, client.clone());
+        let mut clients = self.clients.lock().expect("clients");
+        // One per TLS setting and credential in use; rotated credentials
+        // leave old ones behind, so the set is bounded.
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
         Ok(client)
     }
 
@@ -624,8 +593,25 @@ fn pick_offer(
 }
 
 enum Fetch {
-    Http(String),
+    Http(String, Auth),
     Oci { reference: String },
+}
+
+/// What a request carries.
+pub(crate) enum Auth {
+    None,
+    /// The access's basic credentials, if it has any.
+    Basic,
+    /// A registry's token.
+    Bearer(String),
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 fn index_options() -> serde_saphyr::Options {
@@ -683,14 +669,14 @@ fn summarize(versions: &[&str]) -> String {
     }
 }
 
-fn scrub(message: String, access: &Access) -> String {
+pub(crate) fn scrub(message: String, access: &Access) -> String {
     access
         .secrets()
         .into_iter()
         .fold(message, |m, s| m.replace(s, "<redacted>"))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -716,77 +702,6 @@ fn http_error(chart: &str, shown: &str, access: &Access, e: reqwest::Error) -> C
         chart: chart.to_owned(),
         from: shown.to_owned(),
         message,
-    }
-}
-
-fn oci_auth(access: &Access) -> oci_client::secrets::RegistryAuth {
-    match &access.basic {
-        Some((u, p)) => oci_client::secrets::RegistryAuth::Basic(u.clone(), p.clone()),
-        None => oci_client::secrets::RegistryAuth::Anonymous,
-    }
-}
-
-fn oci_client(access: &Access, timeout: Duration) -> oci_client::Client {
-    let mut config = oci_client::client::ClientConfig {
-        protocol: oci_client::client::ClientProtocol::Https,
-        accept_invalid_certificates: access.insecure_skip_verify,
-        read_timeout: Some(timeout),
-        connect_timeout: Some(timeout),
-        ..Default::default()
-    };
-    if let Some(pem) = &access.ca_bundle {
-        config
-            .extra_root_certificates
-            .push(oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: pem.clone(),
-            });
-    }
-    oci_client::Client::new(config)
-}
-
-fn oci_error(
-    chart: &str,
-    shown: &str,
-    access: &Access,
-    e: &oci_client::errors::OciDistributionError,
-) -> ChartError {
-    use oci_client::errors::OciDistributionError as E;
-    let message = scrub(error_chain(e), access);
-    let lower = message.to_ascii_lowercase();
-    match e {
-        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => ChartError::Auth {
-            chart: chart.to_owned(),
-            from: shown.to_owned(),
-            message,
-        },
-        E::ImageManifestNotFoundError(_) => ChartError::UnknownChart {
-            chart: chart.to_owned(),
-            from: shown.to_owned(),
-        },
-        _ if lower.contains("certificate") || lower.contains("unknownissuer") => ChartError::Tls {
-            chart: chart.to_owned(),
-            from: shown.to_owned(),
-            message,
-        },
-        _ if lower.contains("401") || lower.contains("403") || lower.contains("unauthorized") => {
-            ChartError::Auth {
-                chart: chart.to_owned(),
-                from: shown.to_owned(),
-                message,
-            }
-        }
-        _ if lower.contains("404") || lower.contains("not found") || lower.contains("unknown") => {
-            ChartError::UnknownChart {
-                chart: chart.to_owned(),
-                from: shown.to_owned(),
-            }
-        }
-        _ => ChartError::Unreachable {
-            chart: chart.to_owned(),
-            from: shown.to_owned(),
-            message,
-        },
     }
 }
 

@@ -106,6 +106,20 @@ impl ChartSource {
             ChartSource::Oci { reference, .. } => format!("oci://{reference}"),
         }
     }
+
+    /// Whether `other` is served by the same host (scheme, host and port):
+    /// credentials for one may go to the other.
+    pub fn same_host(&self, other: &ChartSource) -> bool {
+        let key = |s: &ChartSource| {
+            let u = url::Url::parse(&s.url_for_credentials()).ok()?;
+            Some((
+                u.scheme().to_owned(),
+                u.host_str()?.to_ascii_lowercase(),
+                u.port_or_known_default(),
+            ))
+        };
+        key(self).is_some_and(|k| Some(k) == key(other))
+    }
 }
 
 /// A URL without userinfo, the values of credential-like query parameters
@@ -206,6 +220,29 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_host_compares_scheme_host_and_port() {
+        let src = |r: &str, c: &str| ChartSource::of(Some(r), Some(c), None).unwrap();
+        let home = src("https://charts.example.com/stable", "redis");
+        assert!(home.same_host(&src("https://charts.example.com/other", "x")));
+        assert!(home.same_host(&src("https://CHARTS.example.com:443", "x")));
+        assert!(
+            !home.same_host(&src("http://charts.example.com", "x")),
+            "scheme"
+        );
+        assert!(
+            !home.same_host(&src("https://charts.example.com:8443", "x")),
+            "port"
+        );
+        assert!(
+            !home.same_host(&src("https://evil.example.org", "x")),
+            "host"
+        );
+        let oci = src("oci://registry.example.com:5000/charts", "redis");
+        assert!(oci.same_host(&src("oci://registry.example.com:5000/other", "y")));
+        assert!(!oci.same_host(&src("oci://registry.example.com/charts", "redis")));
+    }
 
     #[test]
     fn sources_are_read_as_fleet_reads_them() {

@@ -226,8 +226,28 @@ impl ChartServer {
                 .trim_start_matches("sha256:")
                 .to_owned()
         });
-        let mut charts = self.charts.lock().expect("charts");
-        charts.insert((name.to_owned(), version.to_owned()), (file, digest));
+        self.charts
+            .lock()
+            .expect("charts")
+            .insert((name.to_owned(), version.to_owned()), (file, digest));
+        self.write_index();
+    }
+
+    /// Lists in the index a version whose archive is at `url`, an absolute
+    /// URL (another server's, say).
+    pub fn link(&self, name: &str, version: &str, url: &str, digest: Option<&str>) {
+        self.charts.lock().expect("charts").insert(
+            (name.to_owned(), version.to_owned()),
+            (
+                url.to_owned(),
+                digest.map(|d| d.trim_start_matches("sha256:").to_owned()),
+            ),
+        );
+        self.write_index();
+    }
+
+    fn write_index(&self) {
+        let charts = self.charts.lock().expect("charts");
         let mut index = String::from("apiVersion: v1\nentries:\n");
         let mut last = String::new();
         for ((n, v), (f, d)) in charts.iter() {
@@ -236,7 +256,7 @@ impl ChartServer {
                 last = n.clone();
             }
             index.push_str(&format!(
-                "  - name: {n}\n    version: \"{v}\"\n    urls: [{f}]\n"
+                "  - name: {n}\n    version: \"{v}\"\n    urls: [\"{f}\"]\n"
             ));
             if let Some(d) = d {
                 index.push_str(&format!("    digest: {d}\n"));

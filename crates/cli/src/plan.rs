@@ -61,6 +61,11 @@ pub struct PlanArgs {
     /// Skip TLS verification of chart sources.
     #[arg(long)]
     helm_insecure_skip_tls_verify: bool,
+    /// Send the credentials only to chart sources whose URL matches this
+    /// regular expression (as a GitRepo's helmRepoURLRegex); without it,
+    /// to every source the repository names.
+    #[arg(long, value_name = "REGEX")]
+    helm_repo_url_regex: Option<String>,
 }
 
 /// The charts each bundle resolved, by bundle name.
@@ -97,6 +102,12 @@ fn resolve_charts(
         ca_bundle,
         insecure_skip_verify: args.helm_insecure_skip_tls_verify,
     };
+    let regex = args
+        .helm_repo_url_regex
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--helm-repo-url-regex")?;
     let cache = args.chart_cache.clone().unwrap_or_else(default_chart_cache);
     let resolver = flotilla_charts::Resolver::new(cache, std::time::Duration::from_secs(60));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -105,7 +116,16 @@ fn resolve_charts(
     let mut out = Vec::with_capacity(bundles.len());
     let mut charts = Charts::new();
     for b in bundles {
-        let for_source = |_: &flotilla_charts::ChartSource| access.clone();
+        let for_source = |src: &flotilla_charts::ChartSource| {
+            let mut a = access.clone();
+            if regex
+                .as_ref()
+                .is_some_and(|r| !r.is_match(&src.url_for_credentials()))
+            {
+                a.basic = None;
+            }
+            a
+        };
         let (resolved, vendored) = runtime
             .block_on(flotilla_charts::resolve_bundle(
                 &resolver,
@@ -531,6 +551,7 @@ mod tests {
             chart_cache: None,
             helm_ca_file: None,
             helm_insecure_skip_tls_verify: false,
+            helm_repo_url_regex: None,
         }
     }
 

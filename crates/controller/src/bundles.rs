@@ -123,6 +123,11 @@ pub struct DesiredBundle {
     pub spec: BundleSpec,
 }
 
+/// A JSON pointer token.
+fn escape(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
+}
+
 /// A failed write, in words for the owner's conditions.
 pub struct WriteFailure {
     pub reason: &'static str,
@@ -158,7 +163,7 @@ struct Write {
 }
 
 enum WriteBody {
-    /// A server-side apply, finalizer and owner included.
+    /// A create, finalizer and owner included.
     Create(serde_json::Value),
     /// The whole spec replaced, guarded by the uid.
     Replace(json_patch::Patch),
@@ -232,11 +237,32 @@ pub async fn apply_bundles(
         })?;
         let mut annotations = c.annotations.clone();
         annotations.extend(d.annotations.clone());
-        let charts_gone = existing.as_ref().is_some_and(|b| {
-            b.annotations()
+        // The labels this owner set, so that one it drops is removed (a
+        // hand-added label is left alone).
+        let owned: String = labels.keys().cloned().collect::<Vec<_>>().join(",");
+        annotations.insert(keys::OWNED_LABELS.to_owned(), owned.clone());
+        let mut removals: Vec<String> = Vec::new();
+        if let Some(b) = &existing {
+            let had = b
+                .annotations()
+                .get(keys::OWNED_LABELS)
+                .cloned()
+                .unwrap_or_default();
+            for k in had.split(',').filter(|k| !k.is_empty()) {
+                if !labels.contains_key(k) && b.labels().contains_key(k) {
+                    removals.push(format!("/metadata/labels/{}", escape(k)));
+                }
+            }
+            if b.annotations()
                 .contains_key(flotilla_charts::CHARTS_ANNOTATION)
                 && !annotations.contains_key(flotilla_charts::CHARTS_ANNOTATION)
-        });
+            {
+                removals.push(format!(
+                    "/metadata/annotations/{}",
+                    escape(flotilla_charts::CHARTS_ANNOTATION)
+                ));
+            }
+        }
         let unchanged = existing.as_ref().is_some_and(|b| {
             b.metadata.deletion_timestamp.is_none()
                 && b.spec == *spec
@@ -244,7 +270,8 @@ pub async fn apply_bundles(
                 && c.annotations
                     .iter()
                     .all(|(k, v)| b.annotations().get(k) == Some(v))
-                && !charts_gone
+                && b.annotations().get(keys::OWNED_LABELS) == Some(&owned)
+                && removals.is_empty()
                 && owner.owns(b)
         });
         if unchanged {
@@ -276,13 +303,7 @@ pub async fn apply_bundles(
                     owners,
                     &serde_json::to_value(spec).expect("a spec serializes"),
                 );
-                if charts_gone {
-                    let path = format!(
-                        "/metadata/annotations/{}",
-                        flotilla_charts::CHARTS_ANNOTATION
-                            .replace('~', "~0")
-                            .replace('/', "~1")
-                    );
+                for path in &removals {
                     patch.0.push(
                         serde_json::from_value(json!({"op": "remove", "path": path}))
                             .expect("a remove operation"),
@@ -298,22 +319,49 @@ pub async fn apply_bundles(
     }
     let manager = owner.kind.field_manager();
     // Dry runs first: all or nothing.
+    let mut real = Vec::with_capacity(writes.len());
     for w in &writes {
-        send(&api, w, manager, true)
-            .await
-            .map_err(|e| WriteFailure::of(&format!("bundle {}", w.name), &e))?;
+        match send(&api, w, manager, true).await {
+            Ok(()) => real.push(w),
+            Err(e) => {
+                settle(&api, owner, w, e).await?;
+            }
+        }
     }
-    for w in &writes {
+    for w in real {
         match &w.body {
-            WriteBody::Create(_) => ctx.metrics.write("Bundle", "apply"),
+            WriteBody::Create(_) => ctx.metrics.write("Bundle", "create"),
             WriteBody::Replace(_) => ctx.metrics.write("Bundle", "patch"),
         }
-        send(&api, w, manager, false)
-            .await
-            .map_err(|e| WriteFailure::of(&format!("bundle {}", w.name), &e))?;
-        tracing::info!(owner = %owner.owner_key(), bundle = %w.name, "bundle written");
+        match send(&api, w, manager, false).await {
+            Ok(()) => {
+                tracing::info!(owner = %owner.owner_key(), bundle = %w.name, "bundle written");
+            }
+            Err(e) => {
+                settle(&api, owner, w, e).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// A failed write, unless it is a create that found our own Bundle there
+/// (one the cache has not seen yet: the next reconcile compares it);
+/// another owner's is a conflict.
+async fn settle(
+    api: &Api<flotilla_api::Bundle>,
+    owner: &Owner<'_>,
+    w: &Write,
+    e: kube::Error,
+) -> Result<(), WriteFailure> {
+    if matches!((&w.body, &e), (WriteBody::Create(_), kube::Error::Api(s)) if s.code == 409)
+        && let Ok(live) = api.get(&w.name).await
+        && owner.owns(&live)
+        && OwnerKind::of_bundle(&live).as_ref() == Some(&owner.owner_key())
+    {
+        return Ok(());
+    }
+    Err(WriteFailure::of(&format!("bundle {}", w.name), &e))
 }
 
 async fn send(
@@ -323,10 +371,16 @@ async fn send(
     dry_run: bool,
 ) -> Result<(), kube::Error> {
     match &w.body {
+        // A create, not an apply: a Bundle of that name that appeared
+        // meanwhile (another owner's) is refused, not taken over.
         WriteBody::Create(body) => {
-            let mut params = PatchParams::apply(manager).force();
-            params.dry_run = dry_run;
-            api.patch(&w.name, &params, &Patch::Apply(body)).await?;
+            let bundle: flotilla_api::Bundle =
+                serde_json::from_value(body.clone()).expect("a Bundle we built");
+            let params = PostParams {
+                dry_run,
+                field_manager: Some(manager.to_owned()),
+            };
+            api.create(&params, &bundle).await?;
         }
         WriteBody::Replace(patch) => {
             let params = PatchParams {

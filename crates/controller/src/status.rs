@@ -395,13 +395,14 @@ async fn helmop(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let Some(op) = ctx.helmops.get(key) else {
         return Ok(());
     };
-    let mine = ctx.bundles.get(key).is_some_and(|b| {
-        b.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(flotilla_api::keys::HELMOP_NAME))
-            .is_some_and(|n| *n == *key.name)
-    });
+    let owner = crate::bundles::OwnerKey {
+        kind: crate::bundles::OwnerKind::HelmOp,
+        key: key.clone(),
+    };
+    let mine = ctx
+        .bundles
+        .get(key)
+        .is_some_and(|b| crate::bundles::OwnerKind::of_bundle(&b).as_ref() == Some(&owner));
     let bundles: Vec<ObjectKey> = mine.then(|| key.clone()).into_iter().collect();
     let old = op.status.clone().unwrap_or_default();
     let Some(status) = owner_status(

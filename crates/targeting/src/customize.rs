@@ -34,6 +34,7 @@ pub fn merge_options(base: &mut BundleDeploymentOptions, over: &BundleDeployment
         base.force_sync_generation = over.force_sync_generation;
     }
     base.keep_resources |= over.keep_resources;
+    base.delete_crd_resources |= over.delete_crd_resources;
     replace(&mut base.correct_drift, &over.correct_drift);
     if let Some(h) = &over.helm {
         merge_helm(base.helm.get_or_insert_with(Default::default), h);

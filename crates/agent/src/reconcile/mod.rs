@@ -48,8 +48,8 @@ mod prepare;
 mod status;
 
 pub(crate) use depends::{depends_on, unready_dependencies};
-use hooks_run::{post_hooks, run_hooks};
-use parent::{Parent, read_parent, write_parent};
+use hooks_run::{not_again, post_hooks, run_hooks};
+use parent::{Marks, Parent, read_parent, write_parent};
 pub use prepare::Deployed;
 use prepare::{Prepare, prepare};
 use status::{Outcome, assess, write_status};
@@ -101,17 +101,15 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
     if spec.paused {
         tracing::debug!(bundle_deployment = %name, "paused: nothing applied");
     } else if current.applied_deployment_id != spec.deployment_id {
-        let phase = if current.applied_deployment_id.is_empty() {
-            Phase::Install
-        } else {
-            Phase::Upgrade
-        };
-        let errors = apply_deployment(&inner, &bd, &deployed, &parent, phase).await?;
-        if errors.is_empty() {
-            outcome.applied = true;
-            tracing::info!(bundle_deployment = %name, deployment = %spec.deployment_id, objects = deployed.desired.len(), "deployment applied");
-        } else {
-            outcome.error = Some(("ApplyFailed", summarize(&errors)));
+        match apply_deployment(&inner, &bd, &deployed, &parent).await? {
+            Applied::Done => {
+                outcome.applied = true;
+                tracing::info!(bundle_deployment = %name, deployment = %spec.deployment_id, objects = deployed.desired.len(), "deployment applied");
+            }
+            Applied::Rejected(errors) => {
+                outcome.error = Some(("ApplyFailed", summarize(&errors)));
+            }
+            Applied::HookFailed(why) => outcome.error = Some(("HookFailed", why)),
         }
     } else if correct_drift(&bd) {
         let drifted = assess(&deployed, &inner, &spec.options).drifted;
@@ -143,8 +141,9 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
     outcome.assessment = Some(assessment);
     write_status(&inner, &bd, &current, &outcome).await?;
     match outcome.error {
+        // Recorded: retrying would only run it again.
+        Some(("HookFailed", _)) | None => Ok(Action::Done),
         Some((_, message)) => Err(Error::Failed(message)),
-        None => Ok(Action::Done),
     }
 }
 
@@ -204,7 +203,16 @@ async fn finalize(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resu
     if let Some(d) = inner.deployed.lock().expect("deployed lock").get(&name) {
         recorded = recorded.union(&d.members);
     }
+    // CRDs stay unless asked (deleting one deletes every object of its
+    // kind, cluster-wide), as in Fleet.
+    let crds_too = bd.spec.options.delete_crd_resources;
     for member in prune(&recorded, &Inventory::default(), keep) {
+        let crd = member.key.group == "apiextensions.k8s.io"
+            && member.key.kind == "CustomResourceDefinition";
+        if crd && !crds_too {
+            tracing::info!(object = %member.key, "CRD kept (deleteCRDResources is not set)");
+            continue;
+        }
         inner.down.delete(&member, &parent.id).await?;
     }
     inner
@@ -280,15 +288,24 @@ async fn ensure_namespaces(
     Ok(())
 }
 
-/// Applies a new deployment. Returns the objects the cluster rejected;
-/// nothing is pruned unless that list is empty.
+/// How applying a new deployment went.
+enum Applied {
+    Done,
+    /// The objects the cluster rejected (nothing was pruned).
+    Rejected(Vec<String>),
+    /// A pre hook failed, now or before (nothing else was applied).
+    HookFailed(String),
+}
+
+/// Applies a new deployment: an install when nothing was deployed here
+/// (no inventory parent, as Helm goes by its release record), else an
+/// upgrade. Nothing is pruned unless every object was accepted.
 async fn apply_deployment(
     inner: &Inner,
     bd: &BundleDeployment,
     deployed: &Deployed,
     parent: &Parent,
-    phase: Phase,
-) -> Result<Vec<String>, Error> {
+) -> Result<Applied, Error> {
     let options = &bd.spec.options;
     inner
         .down
@@ -296,18 +313,36 @@ async fn apply_deployment(
         .await?;
     ensure_namespaces(inner, bd, deployed).await?;
     let state = read_parent(inner, parent).await?;
-    let previous = state.members;
+    if let Some(why) = state.failed_for(&deployed.deployment_id) {
+        return Ok(Applied::HookFailed(not_again(why)));
+    }
+    let phase = if state.exists {
+        Phase::Upgrade
+    } else {
+        Phase::Install
+    };
+    let previous = state.members.clone();
     let during = previous.union(&deployed.members);
     // Post hooks are remembered downstream until they ran, so a restarted
     // agent still runs them.
     let pending = (!hooks::for_event(&deployed.hooks, phase.post()).is_empty())
         .then(|| format!("{} {}", deployed.deployment_id, phase.as_str()));
-    if during != previous || pending != state.post_hooks {
-        write_parent(inner, bd, parent, &during, pending.as_deref()).await?;
+    let marks = Marks {
+        post_hooks: pending.as_deref(),
+        failed_hook: None,
+    };
+    if during != previous || pending != state.post_hooks || state.failed_hook.is_some() {
+        write_parent(inner, bd, parent, &during, marks).await?;
     }
     let pre = hooks::for_event(&deployed.hooks, phase.pre());
     if let Err(e) = run_hooks(inner, &pre, phase.pre(), parent, deployed.hook_timeout).await? {
-        return Ok(vec![e]);
+        let failed = format!("{} {e}", deployed.deployment_id);
+        let marks = Marks {
+            failed_hook: Some(&failed),
+            ..marks
+        };
+        write_parent(inner, bd, parent, &during, marks).await?;
+        return Ok(Applied::HookFailed(not_again(&e)));
     }
 
     let (first, rest): (Vec<&Value>, Vec<&Value>) = deployed
@@ -317,16 +352,16 @@ async fn apply_deployment(
     let mut errors = apply_objects(inner, first, true).await;
     errors.extend(apply_objects(inner, rest, true).await);
     if !errors.is_empty() {
-        return Ok(errors);
+        return Ok(Applied::Rejected(errors));
     }
     for member in prune(&previous, &deployed.members, options.keep_resources) {
         inner.down.delete(&member, &parent.id).await?;
     }
     // The parent already says this when nothing was pruned.
     if deployed.members != during {
-        write_parent(inner, bd, parent, &deployed.members, pending.as_deref()).await?;
+        write_parent(inner, bd, parent, &deployed.members, marks).await?;
     }
-    Ok(errors)
+    Ok(Applied::Done)
 }
 
 /// Applies objects that differ from the cluster (all of them when

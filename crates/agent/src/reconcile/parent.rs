@@ -6,6 +6,9 @@ use super::*;
 /// The annotation of the inventory parent that holds a deployment's
 /// post hooks until they ran: `<deploymentID> install|upgrade`.
 pub(super) const POST_HOOKS: &str = "flotilla.dev/post-hooks";
+/// The annotation of the inventory parent that records a hook that failed
+/// (`<deploymentID> <why>`): it is not run again for that deployment.
+pub(super) const FAILED_HOOK: &str = "flotilla.dev/failed-hook";
 
 /// The inventory parent of a BundleDeployment.
 pub(super) struct Parent {
@@ -29,9 +32,30 @@ impl Parent {
 
 /// What the inventory parent records.
 pub(super) struct ParentState {
+    /// Whether it exists: a deployment was installed here before.
+    pub(super) exists: bool,
     pub(super) members: Inventory,
     /// Post hooks not run yet: `<deploymentID> <phase>`.
     pub(super) post_hooks: Option<String>,
+    /// A hook that failed: `<deploymentID> <why>`.
+    pub(super) failed_hook: Option<String>,
+}
+
+impl ParentState {
+    /// Why a hook of deployment `id` failed, if one did.
+    pub(super) fn failed_for(&self, id: &str) -> Option<&str> {
+        self.failed_hook
+            .as_deref()?
+            .strip_prefix(id)?
+            .strip_prefix(' ')
+    }
+}
+
+/// The hook marks the parent carries beside its members.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Marks<'a> {
+    pub(super) post_hooks: Option<&'a str>,
+    pub(super) failed_hook: Option<&'a str>,
 }
 
 pub(super) async fn read_parent(inner: &Inner, parent: &Parent) -> Result<ParentState, Error> {
@@ -41,16 +65,20 @@ pub(super) async fn read_parent(inner: &Inner, parent: &Parent) -> Result<Parent
         .await?
     else {
         return Ok(ParentState {
+            exists: false,
             members: Inventory::default(),
             post_hooks: None,
+            failed_hook: None,
         });
     };
-    let post_hooks = cm
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(POST_HOOKS))
-        .cloned();
+    let annotation = |k: &str| {
+        cm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
+    let (post_hooks, failed_hook) = (annotation(POST_HOOKS), annotation(FAILED_HOOK));
     let text = cm
         .data
         .as_ref()
@@ -64,8 +92,10 @@ pub(super) async fn read_parent(inner: &Inner, parent: &Parent) -> Result<Parent
         ))
     })?;
     Ok(ParentState {
+        exists: true,
         members,
         post_hooks,
+        failed_hook,
     })
 }
 
@@ -74,7 +104,7 @@ pub(super) async fn write_parent(
     bd: &BundleDeployment,
     parent: &Parent,
     members: &Inventory,
-    post_hooks: Option<&str>,
+    marks: Marks<'_>,
 ) -> Result<(), Error> {
     let additional: BTreeSet<&str> = members
         .members
@@ -117,7 +147,17 @@ pub(super) async fn write_parent(
                     ),
                 ])
                 .into_iter()
-                .chain(post_hooks.map(|p| (POST_HOOKS.to_owned(), p.to_owned())))
+                .chain(
+                    marks
+                        .post_hooks
+                        .map(|p| (POST_HOOKS.to_owned(), p.to_owned())),
+                )
+                .chain(marks.failed_hook.map(|f| {
+                    (
+                        FAILED_HOOK.to_owned(),
+                        flotilla_api::summary::truncate(f, 1024),
+                    )
+                }))
                 .collect(),
             ),
             ..Default::default()

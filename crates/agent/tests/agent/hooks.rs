@@ -71,6 +71,14 @@ async fn hooks_run_in_order_are_waited_for_and_cleaned_up_by_policy() {
                 "after-migrate.yaml",
                 annotated_cm("after-migrate", ns, &[("helm.sh/hook", "pre-install")]),
             ),
+            // What the Job needs, made first and deleted only once every
+            // pre-install hook succeeded (as Helm does).
+            (
+                "migrate-account.yaml",
+                format!(
+                    "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: migrate\n  namespace: {ns}\n  annotations:\n    helm.sh/hook: pre-install\n    helm.sh/hook-weight: \"-10\"\n    helm.sh/hook-delete-policy: hook-succeeded\n"
+                ),
+            ),
             (
                 "notify.yaml",
                 job("notify", ns, &[("helm.sh/hook", "post-install")]),
@@ -110,15 +118,24 @@ async fn hooks_run_in_order_are_waited_for_and_cleaned_up_by_policy() {
         !exists(&down, "v1", "ConfigMap", ns, "after-migrate").await,
         "by weight"
     );
+    assert!(
+        exists(&down, "v1", "ServiceAccount", ns, "migrate").await,
+        "an earlier hook-succeeded hook stays while the event's hooks run"
+    );
     finish_job(&down, ns, "migrate", "Complete").await;
 
     // Then the next hook, then the resources; the succeeded Job is deleted.
     let bd = wait_state(&mgmt, "app", &id, "NotReady").await;
     assert!(exists(&down, "v1", "ConfigMap", ns, "after-migrate").await);
     assert_eq!(cm_value(&down, ns, "settings").await.as_deref(), Some("1"));
-    eventually("hook-succeeded deletes the Job", || async {
-        (!exists(&down, "batch/v1", "Job", ns, "migrate").await).then_some(())
-    })
+    eventually(
+        "hook-succeeded deletes the Job and the ServiceAccount",
+        || async {
+            (!exists(&down, "batch/v1", "Job", ns, "migrate").await
+                && !exists(&down, "v1", "ServiceAccount", ns, "migrate").await)
+                .then_some(())
+        },
+    )
     .await;
     // Post hooks wait for Ready; test hooks never run.
     assert!(!exists(&down, "batch/v1", "Job", ns, "notify").await);
@@ -208,17 +225,17 @@ async fn a_failed_pre_upgrade_hook_stops_the_upgrade_and_is_deleted_by_policy() 
     })
     .await;
     finish_job(&down, ns, "check", "Failed").await;
-    let bd = eventually("the failure on status", || async {
-        let bd = bd(&mgmt, "app").await?;
-        bd.status
+    let failed = eventually("the failure on status", || async {
+        let b = bd(&mgmt, "app").await?;
+        b.status
             .as_ref()?
             .display
             .message
             .contains("pre-upgrade hook")
-            .then_some(bd)
+            .then_some(b)
     })
     .await;
-    let message = bd.status.unwrap().display.message;
+    let message = failed.status.unwrap().display.message;
     assert!(
         message.contains("Job")
             && message.contains("check")
@@ -234,5 +251,72 @@ async fn a_failed_pre_upgrade_hook_stops_the_upgrade_and_is_deleted_by_policy() 
         Some("1"),
         "nothing of the upgrade was applied"
     );
+    // Not run again for this deployment, however long one waits (the
+    // queue's retries would have come within this).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !exists(&down, "batch/v1", "Job", ns, "check").await,
+        "not run again"
+    );
+    let message = bd(&mgmt, "app")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .display
+        .message;
+    assert!(message.contains("not run again"), "{message}");
+
+    // A new deployment runs it again; this time it passes.
+    let v3 = files(&[
+        ("cm.yaml", configmap("settings", ns, "3")),
+        (
+            "check.yaml",
+            job(
+                "check",
+                ns,
+                &[
+                    ("helm.sh/hook", "pre-upgrade"),
+                    ("helm.sh/hook-delete-policy", "hook-failed"),
+                ],
+            ),
+        ),
+    ]);
+    let id3 = deploy(&mgmt, "app", &v3, BundleDeploymentOptions::default()).await;
+    eventually("the pre-upgrade Job again", || async {
+        exists(&down, "batch/v1", "Job", ns, "check")
+            .await
+            .then_some(())
+    })
+    .await;
+    finish_job(&down, ns, "check", "Complete").await;
+    wait_state(&mgmt, "app", &id3, "Ready").await;
+    assert_eq!(cm_value(&down, ns, "settings").await.as_deref(), Some("3"));
+
+    // A hook whose object exists but is not this deployment's (left by a
+    // Helm release) fails at once, naming it.
+    let foreign: kube::Api<flotilla_api::k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(down.clone(), ns);
+    foreign
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "theirs"}, "data": {}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let v4 = files(&[
+        ("cm.yaml", configmap("settings", ns, "4")),
+        (
+            "theirs.yaml",
+            annotated_cm("theirs", ns, &[("helm.sh/hook", "pre-upgrade")]),
+        ),
+    ]);
+    deploy(&mgmt, "app", &v4, BundleDeploymentOptions::default()).await;
+    let message = eventually("the foreign object refused", || async {
+        let m = bd(&mgmt, "app").await?.status?.display.message;
+        m.contains("did not create").then_some(m)
+    })
+    .await;
+    assert!(message.contains("theirs"), "{message}");
     agent.stop().await;
 }

@@ -208,9 +208,19 @@ async fn crds_and_namespaces_go_first_then_their_objects() {
     assert_eq!(w["spec"]["size"], 3);
     assert!(get(&down, "v1", "Namespace", None, "tools").await.is_some());
 
-    // Deleting the BundleDeployment prunes custom resources, CRD and
-    // namespace, then releases the finalizer.
+    // Deleting the BundleDeployment prunes custom resources and namespace
+    // but keeps the CRD (as Fleet, unless deleteCRDResources), then
+    // releases the finalizer.
     let bds = kube::Api::<flotilla_api::BundleDeployment>::namespaced(mgmt.clone(), CLUSTER_NS);
+    let crd = || {
+        get(
+            &down,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "widgets.example.com",
+        )
+    };
     bds.delete("widgets", &DeleteParams::default())
         .await
         .unwrap();
@@ -218,17 +228,32 @@ async fn crds_and_namespaces_go_first_then_their_objects() {
         bd(&mgmt, "widgets").await.is_none().then_some(())
     })
     .await;
+    assert!(crd().await.is_some(), "the CRD stays");
     assert!(
-        get(
-            &down,
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            None,
-            "widgets.example.com"
-        )
-        .await
-        .is_none()
+        get(&down, "example.com/v1", "Widget", Some("tools"), "w1")
+            .await
+            .is_none()
     );
+    // With deleteCRDResources, it goes too.
+    let id = deploy(
+        &mgmt,
+        "widgets",
+        &content,
+        BundleDeploymentOptions {
+            delete_crd_resources: true,
+            ..opts()
+        },
+    )
+    .await;
+    wait_state(&mgmt, "widgets", &id, "Ready").await;
+    bds.delete("widgets", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the BundleDeployment is gone again", || async {
+        bd(&mgmt, "widgets").await.is_none().then_some(())
+    })
+    .await;
+    assert!(crd().await.is_none(), "deleteCRDResources deletes it");
     assert!(
         get(
             &down,

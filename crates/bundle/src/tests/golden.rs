@@ -460,3 +460,48 @@ fn helm_values_files_and_template_errors() {
         "the engine's message is carried: {err}"
     );
 }
+
+/// A chart's `crds/` are installed, as `helm install` (which Fleet runs)
+/// installs them, ahead of the objects of their kinds.
+#[test]
+fn helm_charts_install_their_crds_directory() {
+    let mut content = crate::BundleContent::default();
+    for (path, text) in [
+        (
+            "Chart.yaml",
+            "apiVersion: v2\nname: widgets\nversion: 1.0.0\n",
+        ),
+        (
+            "crds/widgets.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n",
+        ),
+        (
+            "templates/widget.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}\n",
+        ),
+    ] {
+        content.files.insert(path.into(), text.as_bytes().to_vec());
+    }
+    let options = flotilla_api::BundleDeploymentOptions {
+        default_namespace: Some("w".into()),
+        ..Default::default()
+    };
+    let objects = render_objects(
+        &content,
+        &options,
+        "widgets",
+        &BTreeMap::new(),
+        &helm_shim(),
+    )
+    .unwrap();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["CustomResourceDefinition", "Widget"]);
+    assert!(
+        objects[0]["metadata"].get("namespace").is_none(),
+        "a CRD is cluster-scoped: {}",
+        objects[0]
+    );
+}

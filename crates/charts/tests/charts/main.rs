@@ -169,6 +169,40 @@ async fn credentials_are_needed_sent_and_never_shown() {
         .unwrap();
     assert_eq!(got.version, "1.0.0");
     assert!(!format!("{got:?}").contains("hunter2"));
+
+    // An index that sends the archive to another origin: the credentials
+    // stay home (as Helm without --pass-credentials), so that server,
+    // asking for them too, refuses.
+    let elsewhere = ChartServer::start(ServerOptions {
+        auth: Some(("bob", "hunter2")),
+        ..Default::default()
+    });
+    let archive = chart("moved", "1.0.0", &[]);
+    elsewhere.publish("moved", "1.0.0", &archive, true);
+    server.link(
+        "moved",
+        "1.0.0",
+        &format!("{}/moved-1.0.0.tgz", elsewhere.url()),
+        Some(&flotilla_charts::resolver::sha256(&archive)),
+    );
+    let err = r
+        .resolve(&repo(&server, "moved", "1.0.0"), &right)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ChartAuthenticationFailed", "{err}");
+    assert_eq!(
+        elsewhere.fetches("/moved-1.0.0.tgz"),
+        1,
+        "asked, without credentials"
+    );
+
+    // A private archive URL fetched with credentials is not served from
+    // the cache to someone without them.
+    let url = format!("{}/private-1.0.0.tgz", server.url());
+    let by_url = ChartSource::of(None, Some(&url), None).unwrap();
+    r.resolve(&by_url, &right).await.unwrap();
+    let err = r.resolve(&by_url, &Access::default()).await.unwrap_err();
+    assert_eq!(err.reason(), "ChartAuthenticationFailed", "{err}");
 }
 
 #[tokio::test]
@@ -230,6 +264,17 @@ async fn oci_charts_are_pulled_by_tag_or_range_with_auth_and_tls() {
     let ranged = ChartSource::of(Some(&server.oci()), Some("guestbook"), Some("^1")).unwrap();
     let got = r.resolve(&ranged, &access).await.unwrap();
     assert_eq!(got.version, "1.1.0+up2.0", "tags spell + as _");
+    // No version: the highest release, as Helm picks it.
+    let any = ChartSource::of(None, Some(&reference), None).unwrap();
+    assert_eq!(
+        r.resolve(&any, &access).await.unwrap().version,
+        "1.1.0+up2.0"
+    );
+    // A tag that is not there.
+    let missing = ChartSource::of(None, Some(&reference), Some("7.0.0")).unwrap();
+    let err = r.resolve(&missing, &access).await.unwrap_err();
+    assert_eq!(err.reason(), "ChartNotFound", "{err}");
+    assert!(err.to_string().contains("guestbook"), "{err}");
     let err = r
         .resolve(
             &src,
@@ -402,4 +447,21 @@ async fn a_bundle_is_made_self_contained_with_its_charts_and_their_dependencies(
             .files
             .contains_key(&format!("{path}/charts/common/Chart.yaml"))
     );
+}
+
+#[tokio::test]
+async fn a_dependency_name_that_would_leave_its_charts_directory_is_refused() {
+    let tmp = TempDir::new("flotilla-charts-depname");
+    let r = resolver(&tmp);
+    let mut b = helm_bundle(HelmOptions::default(), Vec::new());
+    b.content.files.insert(
+        "Chart.yaml".into(),
+        b"apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: ../../escape\n  version: 1.0.0\n  repository: https://charts.example.invalid\n".to_vec(),
+    );
+    let none = |_: &ChartSource| Access::default();
+    let err = resolve_bundle(&r, &b, Limits::default(), &none)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "InvalidChart", "{err}");
+    assert!(err.to_string().contains("dependency name"), "{err}");
 }

@@ -44,6 +44,9 @@ pub const HELMOP_FIELD_MANAGER: &str = "flotilla-helmop";
 
 const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// When a source that refused (credentials, TLS, no such chart or
+/// version) is asked again.
+const RECHECK: Duration = Duration::from_secs(300);
 
 /// What the HelmOp controller remembers between reconciles. Lost on a
 /// restart, which costs one resolution per HelmOp (from the cache), and no
@@ -89,6 +92,26 @@ struct OpState {
     retry_at: Option<Instant>,
     /// When the version range is resolved again.
     next_poll: Option<Instant>,
+    /// The earliest wake-up queued, so that timers do not pile up.
+    wake_at: Option<Instant>,
+}
+
+/// Queues the HelmOp after `delay`, unless an earlier wake-up is pending
+/// (its reconcile schedules the next).
+fn wake_after(
+    ctx: &Context,
+    key: &ObjectKey,
+    st: &mut OpState,
+    delay: Duration,
+    why: &'static str,
+) {
+    let now = Instant::now();
+    let at = now + delay;
+    if st.wake_at.is_some_and(|t| t > now && t <= at) {
+        return;
+    }
+    st.wake_at = Some(at);
+    ctx.helmop.add_after(key.clone(), delay, why);
 }
 
 /// How a reconcile ended, for the status.
@@ -98,6 +121,11 @@ pub enum Outcome {
     },
     /// The first resolution runs; its end queues the HelmOp again.
     Resolving,
+    /// A changed spec is being resolved; `chart` stays deployed meanwhile
+    /// (and the status does not yet claim the new generation).
+    Updating {
+        chart: VendoredChart,
+    },
     /// `stalled`: it needs the user; `retry`: the queue tries again.
     Failed {
         reason: &'static str,
@@ -213,12 +241,35 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, op: &HelmOp) -> Result<Outcom
             _ => {}
         }
         let running = matches!(st.job, Job::Running { .. });
+        // A failure is tried again at `retry_at`: soon for a source that
+        // did not answer, after RECHECK for one that refused (its Secret
+        // may be fixed meanwhile, and nothing watches Secrets).
         let current = st.good.as_ref().is_some_and(|(f, ..)| *f == fp)
-            || st.failure.as_ref().is_some_and(|(f, e)| {
-                *f == fp && (!e.transient() || st.retry_at.is_some_and(|t| Instant::now() < t))
-            });
-        let poll_due = plan.poll.is_some() && st.next_poll.is_some_and(|t| Instant::now() >= t);
-        if !running && (!current || poll_due) {
+            || st
+                .failure
+                .as_ref()
+                .is_some_and(|(f, _)| *f == fp && st.retry_at.is_some_and(|t| Instant::now() < t));
+        let now = Instant::now();
+        let poll_due = plan.poll.is_some() && st.next_poll.is_some_and(|t| now >= t);
+        if st.wake_at.is_some_and(|t| t <= now) {
+            st.wake_at = None;
+        }
+        let start = !running && (!current || poll_due);
+        if !start {
+            // Keep the next poll or retry armed whatever woke this.
+            let deadlines = [
+                st.next_poll.filter(|_| plan.poll.is_some()),
+                st.retry_at
+                    .filter(|_| st.failure.as_ref().is_some_and(|(f, _)| *f == fp)),
+            ];
+            for at in deadlines.into_iter().flatten().filter(|t| *t > now) {
+                wake_after(ctx, key, st, at - now, "rearm");
+            }
+        }
+        if start {
+            if st.failure.as_ref().is_some_and(|(f, _)| *f != fp) {
+                st.failures = 0; // a new spec starts its backoff afresh
+            }
             st.job = Job::Running {
                 fingerprint: fp.clone(),
             };
@@ -227,12 +278,15 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, op: &HelmOp) -> Result<Outcom
                 key.clone(),
                 fp.clone(),
                 plan.bundle.clone(),
+                plan.source.clone(),
                 access,
                 plan.poll,
             );
         }
         (
-            st.good.as_ref().map(|(_, b, c)| (Arc::clone(b), c.clone())),
+            st.good
+                .as_ref()
+                .map(|(f, b, c)| (*f == fp, Arc::clone(b), c.clone())),
             st.failure
                 .as_ref()
                 .filter(|(f, _)| *f == fp)
@@ -242,7 +296,7 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, op: &HelmOp) -> Result<Outcom
 
     // 2. The Bundle, from the last good resolution (the chart that stays
     // deployed while a newer one fails or is being resolved).
-    let Some((bundle, chart)) = good else {
+    let Some((current, bundle, chart)) = good else {
         return Ok(match failure {
             Some(e) => of_failure(&e, false),
             None => Outcome::Resolving,
@@ -270,7 +324,8 @@ async fn sync(ctx: &Arc<Context>, key: &ObjectKey, op: &HelmOp) -> Result<Outcom
     }
     Ok(match failure {
         Some(e) => of_failure(&e, true),
-        None => Outcome::Synced { chart },
+        None if current => Outcome::Synced { chart },
+        None => Outcome::Updating { chart },
     })
 }
 
@@ -296,6 +351,7 @@ fn spawn(
     key: ObjectKey,
     fp: String,
     bundle: CompiledBundle,
+    source: flotilla_charts::ChartSource,
     access: ChartAccess,
     poll: Option<Duration>,
 ) {
@@ -303,7 +359,15 @@ fn spawn(
     tokio::spawn(async move {
         let result = {
             let _permit = Arc::clone(&ctx.git.connections).acquire_owned().await;
-            let for_source = |src: &flotilla_charts::ChartSource| access.access("", src);
+            // Its credentials go only to its own chart source's host (not
+            // to dependencies or customizations elsewhere).
+            let for_source = |src: &flotilla_charts::ChartSource| {
+                let mut a = access.access("", src);
+                if !src.same_host(&source) {
+                    a.basic = None;
+                }
+                a
+            };
             flotilla_charts::resolve_bundle(
                 &ctx.git.charts,
                 &bundle,
@@ -333,17 +397,19 @@ fn spawn(
         if !matches!(&st.job, Job::Running { fingerprint } if *fingerprint == fp) {
             return; // superseded by a newer spec
         }
-        if let Err(e) = &result
-            && e.transient()
-        {
-            st.failures = st.failures.saturating_add(1);
-            let delay = (RETRY_BASE * (1u32 << (st.failures - 1).min(10))).min(RETRY_MAX);
+        if let Err(e) = &result {
+            let delay = if e.transient() {
+                st.failures = st.failures.saturating_add(1);
+                (RETRY_BASE * (1u32 << (st.failures - 1).min(10))).min(RETRY_MAX)
+            } else {
+                RECHECK
+            };
             st.retry_at = Some(Instant::now() + delay);
-            ctx.helmop.add_after(key.clone(), delay, "retry");
+            wake_after(&ctx, &key, st, delay, "retry");
         }
         if let Some(every) = poll {
             st.next_poll = Some(Instant::now() + every);
-            ctx.helmop.add_after(key.clone(), every, "poll");
+            wake_after(&ctx, &key, st, every, "poll");
         }
         st.job = Job::Done {
             fingerprint: fp,

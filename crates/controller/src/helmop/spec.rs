@@ -30,13 +30,28 @@ pub fn plan(op: &HelmOp) -> Result<Plan, String> {
     fn set(s: &Option<String>) -> Option<&str> {
         s.as_deref().map(str::trim).filter(|s| !s.is_empty())
     }
-    let chart = set(&helm.chart).ok_or("spec.helm.chart is required")?;
-    let source = ChartSource::of(helm.repo.as_deref(), Some(chart), helm.version.as_deref())
-        .ok_or_else(|| {
-            format!(
-                "spec.helm.chart {chart:?} is not a chart in spec.helm.repo, an oci:// reference or an https:// archive URL (a HelmOp has no repository to hold a chart)"
-            )
-        })?;
+    let repo = set(&helm.repo);
+    let chart = set(&helm.chart);
+    // Fleet writes an OCI chart as `repo: oci://host/path/chart` with no
+    // chart; a chart under an oci:// repository is accepted too.
+    let oci_repo = repo.is_some_and(|r| r.starts_with("oci://"));
+    if chart.is_none() && !oci_repo {
+        return Err(
+            "spec.helm.chart is required (or spec.helm.repo as an oci:// reference)".into(),
+        );
+    }
+    if repo.is_some() && chart.is_some_and(|c| c.contains("://")) {
+        return Err(
+            "spec.helm.chart is a URL: leave spec.helm.repo empty (an archive URL or an oci:// reference stands alone)"
+                .into(),
+        );
+    }
+    let source = ChartSource::of(repo, chart, helm.version.as_deref()).ok_or_else(|| {
+        format!(
+            "spec.helm.chart {:?} is not a chart in spec.helm.repo, an oci:// reference or an https:// archive URL (a HelmOp has no repository to hold a chart)",
+            chart.unwrap_or_default()
+        )
+    })?;
     let version = set(&helm.version);
     match &source {
         ChartSource::Url { .. } if version.is_some() || set(&helm.repo).is_some() => {
@@ -144,6 +159,14 @@ mod tests {
                 Err("spec.helm.chart is required"),
             ),
             (json!({}), Err("spec.helm.chart is required")),
+            (
+                json!({"helm": {"repo": "oci://registry.example.com/charts/redis", "version": "~17"}, "pollingInterval": "5m"}),
+                Ok(Some(300)),
+            ),
+            (
+                json!({"helm": {"repo": "https://charts.example.com", "chart": "https://example.com/redis-1.0.0.tgz"}}),
+                Err("leave spec.helm.repo empty"),
+            ),
             (
                 json!({"helm": {"chart": "./local"}}),
                 Err("no repository to hold a chart"),

@@ -59,12 +59,25 @@ pub async fn finalize(ctx: &Context, key: &ObjectKey, op: &HelmOp) -> Result<(),
         kind: OwnerKind::HelmOp,
         key: key.clone(),
     };
-    let mine = ctx
-        .bundles
-        .get(key)
-        .is_some_and(|b| OwnerKind::of_bundle(&b).as_ref() == Some(&owner));
-    if mine {
+    let mine = |b: &flotilla_api::Bundle| OwnerKind::of_bundle(b).as_ref() == Some(&owner);
+    if ctx.bundles.get(key).is_some_and(|b| mine(&b)) {
         delete_bundle(ctx, &owner, key).await?;
+        return Ok(());
+    }
+    // The cache may not have seen a Bundle written just before the
+    // deletion: ask the API server before letting the HelmOp go.
+    let live = Api::<flotilla_api::Bundle>::namespaced(ctx.client.clone(), &key.namespace)
+        .get_opt(&key.name)
+        .await
+        .map_err(|source| Error::Write {
+            verb: "read",
+            kind: "Bundle",
+            name: key.to_string(),
+            source,
+        })?;
+    if live.as_ref().is_some_and(mine) {
+        // Its event reaches the cache and wakes this again (which then
+        // deletes it, or waits for its removal).
         return Ok(());
     }
     ctx.helm.forget(key);
@@ -117,6 +130,23 @@ pub async fn write_status(
                 false,
             )
         }
+        Outcome::Updating { chart } => {
+            // Not Ready for the new generation yet: say it is being worked
+            // on, and leave observedGeneration where it was.
+            let m = format!(
+                "resolving the chart for generation {}; {} {} stays deployed meanwhile",
+                generation.unwrap_or_default(),
+                chart.name,
+                chart.version
+            );
+            set(condition::RECONCILING, true, "Resolving", &m);
+            (
+                old.version.clone(),
+                old.digest.clone(),
+                String::new(),
+                false,
+            )
+        }
         Outcome::Resolving => {
             // Only the first resolution says so.
             if !old.version.is_empty() || !old.conditions.is_empty() {
@@ -155,7 +185,10 @@ pub async fn write_status(
             )
         }
     };
-    let observed = generation.unwrap_or_default();
+    let observed = match outcome {
+        Outcome::Updating { .. } => old.observed_generation,
+        _ => generation.unwrap_or_default(),
+    };
     let message = flotilla_api::summary::truncate(&message, 1024);
     let shown = super::shown_source(op);
     let unchanged = old.version == version

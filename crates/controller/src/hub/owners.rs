@@ -7,7 +7,7 @@
 //! | GitRepo webhook annotation moved | itself | | |
 //! | GitRepo or HelmOp gone (even without its finalizer) | itself (it forgets) | | its Bundles, if orphaned |
 //! | Bundle it wants deleted or edited by someone else | its owner | | |
-//! | last Bundle of a deleting owner gone | its owner | | |
+//! | a Bundle of a deleting owner changed or gone | its owner | | |
 //! | Bundle's owner label changed | | both owners | |
 //! | Content in use deleted | the owners of the Bundles using it | | |
 
@@ -161,9 +161,11 @@ impl Hub {
         let Some(owner) = new.or(old).and_then(OwnerKind::of_bundle) else {
             return;
         };
-        let gone = new.is_none_or(deleting);
-        if gone && self.owner_deleting(&owner) {
-            self.owner(owner, "bundle-deleted");
+        // A deleting owner waits for its Bundles to go: each event of one
+        // (even one it had not seen yet) wakes its finalizer.
+        if self.owner_deleting(&owner) {
+            let gone = new.is_none_or(deleting);
+            self.owner(owner, if gone { "bundle-deleted" } else { "bundle" });
             return;
         }
         let Some((owner, want)) = self.ctx.git.desired_of(key) else {

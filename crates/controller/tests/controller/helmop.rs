@@ -162,6 +162,35 @@ async fn a_helmop_deploys_a_chart_follows_its_range_and_keeps_it_through_bad_inp
         (ids.len() == 1 && ids != first).then_some(())
     })
     .await;
+
+    // A spec edit: Ready for the new generation only once its Bundle
+    // carries it; a label dropped from spec.labels leaves the Bundle.
+    merge_patch::<HelmOp>(
+        &env.client,
+        "redis",
+        json!({"spec": {"helm": {"values": {"value": "v2"}}, "labels": null}}),
+    )
+    .await;
+    let op = eventually("Ready at the new generation", || async {
+        let op = get_op(&env.client, "redis").await?;
+        let st = op.status.as_ref()?;
+        (Some(st.observed_generation) == op.metadata.generation
+            && ready(&op).is_some_and(|(s, _, _)| s == "True"))
+        .then_some(op)
+    })
+    .await;
+    let b = get_bundle(&env.client, "redis").await.unwrap();
+    assert_eq!(
+        b.spec.options.helm.as_ref().unwrap().values,
+        Some(json!({"value": "v2"})),
+        "generation {:?} claimed Ready before its Bundle had it",
+        op.metadata.generation
+    );
+    eventually("the dropped label removed", || async {
+        let b = get_bundle(&env.client, "redis").await?;
+        (!b.metadata.labels?.contains_key("team")).then_some(())
+    })
+    .await;
     let kept = get_bundle(&env.client, "redis").await.unwrap();
 
     // Bad input: the condition names the chart; the Bundle stays.
@@ -282,5 +311,20 @@ async fn a_helmop_whose_name_a_gitrepo_bundle_holds_is_refused_and_an_unreachabl
     })
     .await;
     assert!(get_bundle(&env.client, "gone").await.is_none());
+    // And it is tried again, backing off (1 s, 2 s, ...).
+    let resolves = || {
+        c.metric(
+            "flotilla_git_operations_total",
+            Some("op=\"helmop-resolve\""),
+        )
+    };
+    let before = resolves();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        resolves() - before >= 1.0,
+        "retried: {} -> {}",
+        before,
+        resolves()
+    );
     c.stop().await;
 }
