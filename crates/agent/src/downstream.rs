@@ -40,6 +40,9 @@ pub fn gvk_of(member: &Member) -> Gvk {
     )
 }
 
+/// The field manager of namespace labels and annotations.
+pub const NAMESPACE_METADATA_MANAGER: &str = "flotilla-agent-namespace-metadata";
+
 pub struct Downstream {
     pub client: kube::Client,
     cluster: String,
@@ -51,6 +54,9 @@ pub struct Downstream {
     watches: Mutex<HashMap<Gvk, watch::Receiver<bool>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     namespaces: Mutex<HashSet<String>>,
+    /// The namespace metadata last applied, per namespace (labels,
+    /// annotations), so that an unchanged one is not written again.
+    namespace_metadata: Mutex<HashMap<String, String>>,
 }
 
 impl Drop for Downstream {
@@ -80,6 +86,7 @@ impl Downstream {
             watches: Mutex::default(),
             tasks: Mutex::default(),
             namespaces: Mutex::default(),
+            namespace_metadata: Mutex::default(),
         }
     }
 
@@ -337,6 +344,67 @@ impl Downstream {
             .lock()
             .expect("ns lock")
             .insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Sets a namespace's `namespaceLabels` and `namespaceAnnotations`, as
+    /// Fleet's agent does: a server-side apply by its own field manager,
+    /// so it owns only the keys it declares (others' keys stay, keys it no
+    /// longer declares go). `pod-security.kubernetes.io/` labels are never
+    /// set. Written only when what it declares changed.
+    pub async fn apply_namespace_metadata(
+        &self,
+        name: &str,
+        labels: Option<&std::collections::BTreeMap<String, String>>,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), Error> {
+        if labels.is_none() && annotations.is_none() {
+            return Ok(());
+        }
+        let labels: Option<std::collections::BTreeMap<String, String>> = labels.map(|l| {
+            l.iter()
+                .filter(|(k, _)| {
+                    let refused = k.starts_with("pod-security.kubernetes.io/");
+                    if refused {
+                        tracing::warn!(namespace = name, label = %k, "namespaceLabels: pod-security labels are not set");
+                    }
+                    !refused
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
+        let mut metadata = serde_json::json!({"name": name});
+        if let Some(l) = &labels {
+            metadata["labels"] = serde_json::json!(l);
+        }
+        if let Some(a) = annotations {
+            metadata["annotations"] = serde_json::json!(a);
+        }
+        let body =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
+        let digest = body.to_string();
+        if self
+            .namespace_metadata
+            .lock()
+            .expect("namespace metadata lock")
+            .get(name)
+            == Some(&digest)
+        {
+            return Ok(());
+        }
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        api.patch(
+            name,
+            &PatchParams::apply(NAMESPACE_METADATA_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        self.wrote("Namespace", "apply-metadata");
+        tracing::info!(namespace = name, "namespace labels and annotations applied");
+        self.namespace_metadata
+            .lock()
+            .expect("namespace metadata lock")
+            .insert(name.to_owned(), digest);
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod inventory;
 pub mod readiness;
 pub mod reconcile;
 mod run;
+mod values_from;
 
 pub use run::{Agent, AgentConfig};
 

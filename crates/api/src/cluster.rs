@@ -38,6 +38,11 @@ pub struct ClusterSpec {
     /// Namespace of `kubeConfigSecret`; defaults to the Cluster's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config_secret_namespace: Option<String>,
+    /// Values for templated Helm values (`${ .ClusterValues.x }`), as
+    /// Fleet's `templateValues`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
+    pub template_values: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

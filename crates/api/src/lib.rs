@@ -34,7 +34,8 @@ pub use gitrepo::{GitRepo, GitRepoDisplay, GitRepoSpec, GitRepoStatus};
 pub use helmop::{HelmOp, HelmOpDisplay, HelmOpSpec, HelmOpStatus};
 pub use options::{
     BundleDeploymentOptions, BundleRef, ComparePatch, CorrectDrift, DiffOptions, HelmOptions,
-    IgnoreOptions, KustomizeOptions, Partition, PatchOperation, RolloutStrategy, YamlOptions,
+    IgnoreOptions, KeyRef, KustomizeOptions, Partition, PatchOperation, RolloutStrategy,
+    ValuesFrom, YamlOptions,
 };
 pub use state::BundleState;
 pub use summary::{BundleSummary, NonReadyResource};

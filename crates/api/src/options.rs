@@ -94,6 +94,14 @@ pub struct HelmOptions {
     /// Values files inside the bundle, applied in order before `values`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values_files: Vec<String>,
+    /// Values read in the downstream cluster, when the chart is rendered
+    /// there (merged over `values`, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesFrom>,
+    /// Templates rendered per cluster, each read as YAML and set as the
+    /// top-level value of its key (over `values`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_values: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -114,6 +122,61 @@ pub struct HelmOptions {
     /// not resolved when the bundle is compiled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_dependency_update: bool,
+}
+
+impl BundleDeploymentOptions {
+    /// Empty strings (and a zero timeout) mean "unset", as Fleet reads
+    /// them: `helm: {chart: "", repo: "", version: ""}` is no chart, and a
+    /// customization's `namespace: ""` keeps the bundle's.
+    pub fn normalize(&mut self) {
+        fn unset(s: &mut Option<String>) {
+            if s.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *s = None;
+            }
+        }
+        unset(&mut self.default_namespace);
+        unset(&mut self.namespace);
+        unset(&mut self.service_account);
+        if let Some(h) = self.helm.as_mut() {
+            unset(&mut h.chart);
+            unset(&mut h.repo);
+            unset(&mut h.version);
+            unset(&mut h.release_name);
+            if h.timeout_seconds == Some(0) {
+                h.timeout_seconds = None;
+            }
+        }
+        if let Some(k) = self.kustomize.as_mut() {
+            unset(&mut k.dir);
+            if k.dir.is_none() {
+                self.kustomize = None;
+            }
+        }
+    }
+}
+
+/// One source of `helm.valuesFrom`: a key of a ConfigMap or a Secret in
+/// the downstream cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValuesFrom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+}
+
+/// `name`, `namespace` (default: the release's namespace) and `key`
+/// (default: `values.yaml`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -191,6 +254,10 @@ pub struct BundleRef {
     /// Selects bundles by their labels instead of by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// The states that count as ready for this dependency (default: only
+    /// Ready), as Fleet's `acceptedStates`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_states: Vec<String>,
 }
 
 /// How a bundle change rolls out across its clusters (Fleet semantics).

@@ -52,6 +52,13 @@ impl BundleState {
         }
     }
 
+    /// The state a name (`Ready`, `ErrApplied`, ...) spells.
+    pub fn parse(s: &str) -> Option<BundleState> {
+        Self::ALL_WORST_FIRST
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+
     /// The worse of two states.
     pub fn worst(self, other: BundleState) -> BundleState {
         if other.rank() > self.rank() {

@@ -283,6 +283,14 @@ pub fn compile_dir(
     check_fleet_options(&fleet, &fleet_path)?;
 
     let kind = crate::render::detect_kind(&fleet.options, |f| tree.contains(&join(dir, f)));
+    // The kind is decided per cluster, after customizations: one that
+    // names a chart or a kustomize directory needs every file (a
+    // configMapGenerator's `.properties`, a chart's templates).
+    let raw_everywhere = kind == BundleKind::Raw
+        && fleet
+            .target_customizations
+            .iter()
+            .all(|c| crate::render::detect_kind(&c.options, |_| false) == BundleKind::Raw);
 
     let name = match &fleet.name {
         Some(n) => n.clone(),
@@ -304,7 +312,7 @@ pub fn compile_dir(
         if rel == fleetyaml::FILE_NAME || file_name == ignore::FILE_NAME {
             continue;
         }
-        if kind == BundleKind::Raw && !is_manifest_file(rel) {
+        if raw_everywhere && !is_manifest_file(rel) {
             continue;
         }
         // Sizes are checked before anything is read: the file's, then the
@@ -329,7 +337,7 @@ pub fn compile_dir(
             warnings.push(format!("{path}: dangling symlink skipped"));
             continue;
         };
-        if kind == BundleKind::Raw {
+        if raw_everywhere {
             check_manifests(path, &bytes, &mut warnings)?;
         }
         content.files.insert(rel.to_owned(), bytes.into_owned());

@@ -43,14 +43,59 @@ pub struct FleetYaml {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_value")]
     pub image_scans: Option<Value>,
+    /// Fleet's (experimental) copying of Secrets and ConfigMaps downstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
+    pub downstream_resources: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
+    pub allow_pod_security_namespace_labels: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
+    pub delete_namespace: Option<Value>,
 }
 
 fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
 
-/// Fleet fields Flotilla parses but does not act on.
-const NOT_SUPPORTED: [&str; 1] = ["imageScans"];
+/// Fleet fields Flotilla recognises but does not act on, and why.
+const NOT_SUPPORTED: [(&str, &str); 4] = [
+    (
+        "imageScans",
+        "image scans write new tags back to Git, and Flotilla never writes to a repository",
+    ),
+    (
+        "downstreamResources",
+        "copying Secrets and ConfigMaps downstream is experimental in Fleet; create them in the cluster",
+    ),
+    (
+        "allowPodSecurityNamespaceLabels",
+        "namespaceLabels never set pod-security.kubernetes.io/ labels",
+    ),
+    (
+        "deleteNamespace",
+        "namespaces stay when a bundle leaves a cluster",
+    ),
+];
+
+/// Helm options Fleet passes to `helm install` that have no meaning when
+/// there is no Helm release, and why.
+const HELM_NOT_SUPPORTED: [(&str, &str); 4] = [
+    (
+        "atomic",
+        "there is no Helm release to roll back; a failed apply keeps what was deployed",
+    ),
+    ("maxHistory", "there is no Helm release history"),
+    (
+        "force",
+        "objects are applied with server-side apply, which takes conflicting fields over anyway",
+    ),
+    (
+        "takeOwnership",
+        "server-side apply already takes existing objects over",
+    ),
+];
 
 /// A parsed `fleet.yaml` and the warnings it produced.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -88,21 +133,72 @@ pub fn parse(file: &str, text: &str) -> Result<ParsedFleetYaml> {
     warnings
         .iter_mut()
         .for_each(|w| *w = format!("{file}: {w}"));
-    for field in NOT_SUPPORTED {
+    for (field, why) in NOT_SUPPORTED {
         if value.get(field).is_some() {
             warnings.push(format!(
-                "{file}: field {field} is a Fleet feature Flotilla does not support; ignored"
+                "{file}: {field}: recognised, not supported by Flotilla: {why}"
             ));
         }
     }
-    let fleet: FleetYaml =
+    let mut helm_blocks: Vec<(String, &Value)> = Vec::new();
+    if let Some(h) = value.get("helm") {
+        helm_blocks.push(("helm".into(), h));
+    }
+    for (i, c) in value
+        .get("targetCustomizations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(h) = c.get("helm") {
+            helm_blocks.push((format!("targetCustomizations[{i}].helm"), h));
+        }
+    }
+    for (path, h) in helm_blocks {
+        for (field, why) in HELM_NOT_SUPPORTED {
+            let set = h.get(field).is_some_and(|v| {
+                !matches!(v, Value::Null | Value::Bool(false)) && v != &Value::from(0)
+            });
+            if set {
+                warnings.push(format!(
+                    "{file}: {path}.{field}: recognised, not supported by Flotilla: {why}"
+                ));
+            }
+        }
+    }
+    if value
+        .pointer("/correctDrift/keepFailHistory")
+        .is_some_and(|v| v == &Value::Bool(true))
+    {
+        warnings.push(format!(
+            "{file}: correctDrift.keepFailHistory: recognised, not supported by Flotilla: there is no Helm release history to keep"
+        ));
+    }
+    let mut fleet: FleetYaml =
         serde_path_to_error::deserialize(&value).map_err(|e| BundleError::InvalidField {
             file: file.to_owned(),
             field: e.path().to_string(),
             message: e.inner().to_string(),
         })?;
+    normalize(&mut fleet);
     validate(file, &fleet)?;
     Ok(ParsedFleetYaml { fleet, warnings })
+}
+
+/// As Fleet reads a `fleet.yaml`: an empty string is unset (`name: ""`
+/// is the generated name, `helm: {chart: ""}` no chart), and an unnamed
+/// target customization is named `target000`, `target001`, ... by its
+/// place.
+fn normalize(f: &mut FleetYaml) {
+    f.name = f.name.take().filter(|n| !n.trim().is_empty());
+    f.options.normalize();
+    for (i, c) in f.target_customizations.iter_mut().enumerate() {
+        c.options.normalize();
+        if c.name.as_deref().is_none_or(|n| n.is_empty()) {
+            c.name = Some(format!("target{i:03}"));
+        }
+    }
 }
 
 /// Checks that serde cannot express.
@@ -137,6 +233,16 @@ fn validate(file: &str, f: &FleetYaml) -> Result<()> {
                 &format!("dependsOn[{i}]"),
                 "needs a name or a selector".into(),
             );
+        }
+        for (j, s) in dep.accepted_states.iter().enumerate() {
+            if flotilla_api::BundleState::parse(s).is_none() {
+                return invalid(
+                    &format!("dependsOn[{i}].acceptedStates[{j}]"),
+                    format!(
+                        "invalid state {s:?}; valid: Ready, NotReady, Pending, OutOfSync, Modified, WaitApplied, ErrApplied"
+                    ),
+                );
+            }
         }
     }
     for (field, ns) in [
@@ -418,8 +524,95 @@ overrideTargets:
                 "fleet.yaml: unknown field defaultNamespce (ignored)",
                 "fleet.yaml: unknown field helm.valuez (ignored)",
                 "fleet.yaml: unknown field targetCustomizations[0].clusterSelectr (ignored)",
-                "fleet.yaml: field imageScans is a Fleet feature Flotilla does not support; ignored",
+                "fleet.yaml: imageScans: recognised, not supported by Flotilla: image scans write new tags back to Git, and Flotilla never writes to a repository",
             ]
+        );
+    }
+
+    /// As Fleet reads them: empty strings are unset, unnamed
+    /// customizations get `target000`..., and Fleet fields without meaning
+    /// here are named with the reason.
+    #[test]
+    fn fleet_yaml_edges_as_fleet_reads_them() {
+        // fleet-examples' single-cluster/helm/fleet.yaml.
+        let text = "namespace: fleet-helm-example\nhelm:\n  releaseName: guestbook\n  chart: \"\"\n  repo: \"\"\n  version: \"\"\n  force: false\n  timeoutSeconds: 0\n  values:\n    replicas: 2\n";
+        let f = parse("fleet.yaml", text).unwrap().fleet;
+        let h = f.options.helm.as_ref().unwrap();
+        assert_eq!(
+            (h.chart.as_deref(), h.repo.as_deref(), h.version.as_deref()),
+            (None, None, None)
+        );
+        assert_eq!(h.timeout_seconds, None);
+        assert_eq!(h.release_name.as_deref(), Some("guestbook"));
+        // Empty names and namespaces are unset, not refused.
+        let f = parse(
+            "fleet.yaml",
+            "name: \"\"\nnamespace: \"\"\ndefaultNamespace: \"\"\nhelm: {releaseName: \"\"}\nkustomize: {dir: \"\"}\n",
+        )
+        .unwrap()
+        .fleet;
+        assert_eq!(f.name, None);
+        assert_eq!(
+            (
+                f.options.namespace.clone(),
+                f.options.default_namespace.clone()
+            ),
+            (None, None)
+        );
+        assert_eq!(f.options.helm.unwrap().release_name, None);
+        assert_eq!(f.options.kustomize, None);
+        // Unnamed customizations are named by their place.
+        let f = parse(
+            "fleet.yaml",
+            "targetCustomizations:\n- clusterName: a\n- name: prod\n  clusterName: b\n- clusterName: c\n  namespace: \"\"\n",
+        )
+        .unwrap()
+        .fleet;
+        let names: Vec<&str> = f
+            .target_customizations
+            .iter()
+            .map(|c| c.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(names, ["target000", "prod", "target002"]);
+        assert_eq!(f.target_customizations[2].options.namespace, None);
+        // Recognised, not supported.
+        let w = parse(
+            "fleet.yaml",
+            "deleteNamespace: true\nhelm: {atomic: true, maxHistory: 5}\ntargetCustomizations:\n- name: x\n  clusterName: a\n  helm: {takeOwnership: true}\ncorrectDrift: {enabled: true, keepFailHistory: true}\n",
+        )
+        .unwrap()
+        .warnings;
+        for field in [
+            "deleteNamespace",
+            "helm.atomic",
+            "helm.maxHistory",
+            "targetCustomizations[0].helm.takeOwnership",
+            "correctDrift.keepFailHistory",
+        ] {
+            assert!(
+                w.iter()
+                    .any(|m| m
+                        .contains(&format!("{field}: recognised, not supported by Flotilla: "))),
+                "{field}: {w:?}"
+            );
+        }
+        assert!(w.iter().all(|m| !m.contains("unknown field")), "{w:?}");
+        // dependsOn acceptedStates are checked.
+        let err = parse(
+            "fleet.yaml",
+            "dependsOn:\n- name: db\n  acceptedStates: [Ready, Sleepy]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("dependsOn[0].acceptedStates[1]"),
+            "{err}"
+        );
+        assert!(
+            parse(
+                "fleet.yaml",
+                "dependsOn:\n- name: db\n  acceptedStates: [Ready, Modified]\n"
+            )
+            .is_ok()
         );
     }
 

@@ -25,6 +25,7 @@ use flotilla_api::BundleDeploymentOptions;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
+#[derive(Clone, Copy)]
 pub struct RenderInput<'a> {
     pub content: &'a BundleContent,
     /// This cluster's options, customizations applied.
@@ -80,9 +81,10 @@ pub fn detect_kind(
     options: &BundleDeploymentOptions,
     has_root_file: impl Fn(&str) -> bool,
 ) -> BundleKind {
-    if options.helm.as_ref().is_some_and(|h| h.chart.is_some()) || has_root_file("Chart.yaml") {
+    let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.trim().is_empty());
+    if options.helm.as_ref().is_some_and(|h| set(&h.chart)) || has_root_file("Chart.yaml") {
         BundleKind::Helm
-    } else if options.kustomize.as_ref().is_some_and(|k| k.dir.is_some())
+    } else if options.kustomize.as_ref().is_some_and(|k| set(&k.dir))
         || ["kustomization.yaml", "kustomization.yml", "Kustomization"]
             .iter()
             .any(|f| has_root_file(f))
@@ -94,6 +96,13 @@ pub fn detect_kind(
 }
 
 pub fn render(input: &RenderInput<'_>) -> Result<Vec<Value>> {
+    // Empty strings are unset, as Fleet reads them.
+    let mut options = input.options.clone();
+    options.normalize();
+    let input = &RenderInput {
+        options: &options,
+        ..*input
+    };
     // The options after customization: what reaches `helm` and `kubectl`.
     crate::validate::check_options(input.options, "")?;
     let kind = detect_kind(input.options, |f| input.content.files.contains_key(f));
@@ -263,6 +272,10 @@ fn helm_args(input: &RenderInput<'_>, scratch: &Scratch) -> Result<Vec<String>> 
             },
         )?;
         args.push(format!("--values={}", path.to_string_lossy()));
+    }
+    // As Fleet: templates may look names up unless disableDNS.
+    if !helm.disable_dns {
+        args.push("--enable-dns".into());
     }
     if helm.skip_schema_validation {
         args.push("--skip-schema-validation".into());

@@ -24,7 +24,7 @@ enum Command {
     /// Print every Flotilla CRD as YAML, or write one file per CRD.
     Crds(crate::crds::CrdsArgs),
     /// Show which clusters get which bundle of a repository, without a cluster.
-    Plan(crate::plan::PlanArgs),
+    Plan(flotilla::plan::PlanArgs),
     /// Run the whole system on this machine: embedded management and
     /// downstream API servers, the controllers and agents, and a demo
     /// repository to commit to. No cluster needed.
@@ -50,7 +50,7 @@ pub fn run() -> ExitCode {
         Command::Controller(args) => crate::controller::run(*args),
         Command::Agent(args) => crate::agent::run(*args),
         Command::Crds(args) => crate::crds::run(&args),
-        Command::Plan(args) => crate::plan::run(&args),
+        Command::Plan(args) => flotilla::plan::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 
 pub mod demo;
 pub mod demo_charts;
+pub mod plan;
 pub mod simulate;
 pub mod stack;
 pub mod status;

@@ -8,7 +8,6 @@ mod cli;
 mod controller;
 mod crds;
 mod dev;
-mod plan;
 mod status_cmd;
 
 fn main() -> std::process::ExitCode {

@@ -16,8 +16,10 @@ use anyhow::{Context, bail};
 use flotilla_api::{BundleSpec, Cluster, ClusterGroup, GitRepo};
 use flotilla_bundle::render::{RenderInput, render};
 use flotilla_bundle::{CompileInput, Limits, Tools, compile_repo, deployment_id, load::load_dir};
+use flotilla_targeting::values::{self, ClusterContext};
 use flotilla_targeting::{
-    Decision, Explanation, ResolvedCluster, effective_targets, resolve_clusters, resolve_options,
+    Decision, Explanation, ObjectKey, ResolvedCluster, effective_targets, resolve_clusters,
+    resolve_options,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,45 +29,49 @@ use std::path::PathBuf;
 pub struct PlanArgs {
     /// The checked-out repository.
     #[arg(long, value_name = "DIR")]
-    repo_dir: PathBuf,
+    pub repo_dir: PathBuf,
     /// Paths of the repository to deploy (default: a GitRepo in --clusters, or the root).
     #[arg(long, num_args = 1.., value_name = "PATH")]
-    paths: Vec<String>,
+    pub paths: Vec<String>,
     /// Clusters and ClusterGroups (and optionally the GitRepo) as Kubernetes YAML.
     #[arg(long, value_name = "FILE")]
-    clusters: PathBuf,
+    pub clusters: PathBuf,
     /// Only this cluster. With `-o yaml`, print the manifests it receives.
     #[arg(long, value_name = "NAME")]
-    cluster: Option<String>,
+    pub cluster: Option<String>,
     /// Say why each cluster is or is not targeted.
     #[arg(long)]
-    explain: bool,
+    pub explain: bool,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    pub output: Output,
     /// Workspace namespace when the file holds no GitRepo.
     #[arg(long, default_value = "fleet-default")]
-    namespace: String,
+    pub namespace: String,
     /// Largest manifest file accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_manifest_bytes, value_name = "BYTES")]
-    max_manifest_bytes: usize,
+    pub max_manifest_bytes: usize,
     /// Largest bundle accepted (all its files), in bytes.
     #[arg(long, default_value_t = Limits::default().max_bundle_bytes, value_name = "BYTES")]
-    max_bundle_bytes: usize,
+    pub max_bundle_bytes: usize,
     /// Where downloaded charts are kept, by digest (default: the user's
     /// cache directory).
     #[arg(long, value_name = "DIR")]
-    chart_cache: Option<PathBuf>,
+    pub chart_cache: Option<PathBuf>,
     /// PEM CA bundle trusted for chart sources, beside the system's.
     #[arg(long, value_name = "FILE")]
-    helm_ca_file: Option<PathBuf>,
+    pub helm_ca_file: Option<PathBuf>,
     /// Skip TLS verification of chart sources.
     #[arg(long)]
-    helm_insecure_skip_tls_verify: bool,
+    pub helm_insecure_skip_tls_verify: bool,
+    /// The `helm` binary charts are rendered with (for `-o yaml`; default
+    /// `helm` on PATH).
+    #[arg(long = "helm", value_name = "FILE")]
+    pub helm: Option<PathBuf>,
     /// Send the credentials only to chart sources whose URL matches this
     /// regular expression (as a GitRepo's helmRepoURLRegex); without it,
     /// to every source the repository names.
     #[arg(long, value_name = "REGEX")]
-    helm_repo_url_regex: Option<String>,
+    pub helm_repo_url_regex: Option<String>,
 }
 
 /// The charts each bundle resolved, by bundle name.
@@ -143,7 +149,7 @@ fn resolve_charts(
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
+pub enum Output {
     Table,
     Yaml,
     Json,
@@ -194,6 +200,10 @@ struct Row {
     explanation: Explanation,
     customizations: Vec<String>,
     deployment_id: Option<String>,
+    /// The cluster's options (customizations merged, values templated).
+    options: Option<flotilla_api::BundleDeploymentOptions>,
+    /// Why its templated values failed.
+    values_error: Option<String>,
 }
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
@@ -279,28 +289,53 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<String> {
             .with_context(|| format!("bundle {}: invalid targeting", b.name))?;
         for c in &clusters {
             let explanation = compiled.explain(*c);
-            let (customizations, id) = match &explanation.decision {
-                Decision::Deploy { customizations, .. } => {
-                    let options = options_for(&b.spec, customizations);
-                    (
-                        names(&b.spec, customizations),
-                        Some(deployment_id(&b.spec.content_id, &options)),
-                    )
-                }
-                _ => (Vec::new(), None),
-            };
-            rows.push(Row {
+            let mut row = Row {
                 bundle: b.name.clone(),
                 cluster: c.key.name.to_string(),
                 explanation,
-                customizations,
-                deployment_id: id,
-            });
+                customizations: Vec::new(),
+                deployment_id: None,
+                options: None,
+                values_error: None,
+            };
+            if let Decision::Deploy { customizations, .. } = &row.explanation.decision {
+                row.customizations = names(&b.spec, customizations);
+                let merged = options_for(&b.spec, customizations);
+                let cluster = fleet
+                    .clusters
+                    .iter()
+                    .find(|k| ObjectKey::of(&k.metadata) == c.key)
+                    .expect("a resolved cluster of the file");
+                let no_labels = BTreeMap::new();
+                match values::for_cluster(&merged, &ClusterContext::of(cluster, &no_labels)) {
+                    Ok(options) => {
+                        row.deployment_id = Some(deployment_id(&b.spec.content_id, &options));
+                        row.options = Some(options);
+                    }
+                    Err(e) => row.values_error = Some(e),
+                }
+            }
+            rows.push(row);
         }
     }
 
-    if args.cluster.is_some() && args.output == Output::Yaml && !args.explain {
-        return manifests(&bundles, &rows);
+    let manifests_wanted = args.cluster.is_some() && args.output == Output::Yaml && !args.explain;
+    if !manifests_wanted {
+        for r in &rows {
+            if let Some(e) = &r.values_error {
+                eprintln!("error: bundle {} on cluster {}: {e}", r.bundle, r.cluster);
+            }
+        }
+    }
+    if manifests_wanted {
+        let tools = Tools {
+            helm: args
+                .helm
+                .clone()
+                .or_else(|| flotilla_bundle::tools::find_on_path("helm")),
+            ..Tools::default()
+        };
+        return manifests(&bundles, &rows, &tools);
     }
     Ok(match args.output {
         Output::Table => table(&rows, args.explain) + &charts_table(&charts),
@@ -377,11 +412,16 @@ fn table(rows: &[Row], explain: bool) -> String {
             "DEPLOYMENT-ID".into()
         },
     ]];
-    for r in rows.iter().filter(|r| explain || r.deployment_id.is_some()) {
+    for r in rows
+        .iter()
+        .filter(|r| explain || r.deployment_id.is_some() || r.values_error.is_some())
+    {
         lines.push(vec![
             r.bundle.clone(),
             r.cluster.clone(),
-            if r.deployment_id.is_some() {
+            if r.values_error.is_some() {
+                "error".into()
+            } else if r.deployment_id.is_some() {
                 "yes".into()
             } else {
                 "no".into()
@@ -391,10 +431,10 @@ fn table(rows: &[Row], explain: bool) -> String {
             } else {
                 r.customizations.join(",")
             },
-            if explain {
-                reason(&r.explanation)
-            } else {
-                r.deployment_id.as_deref().map(short_id).unwrap_or_default()
+            match (&r.values_error, explain) {
+                (Some(_), _) => "templated values failed (see stderr)".into(),
+                (None, true) => reason(&r.explanation),
+                (None, false) => r.deployment_id.as_deref().map(short_id).unwrap_or_default(),
             },
         ]);
     }
@@ -464,7 +504,7 @@ fn charts_table(charts: &Charts) -> String {
 fn rows_json(rows: &[Row], explain: bool, charts: &Charts) -> Value {
     Value::Array(
         rows.iter()
-            .filter(|r| explain || r.deployment_id.is_some())
+            .filter(|r| explain || r.deployment_id.is_some() || r.values_error.is_some())
             .map(|r| {
                 let mut v = json!({
                     "bundle": r.bundle,
@@ -472,6 +512,9 @@ fn rows_json(rows: &[Row], explain: bool, charts: &Charts) -> Value {
                     "deploy": r.deployment_id.is_some(),
                     "customizations": r.customizations,
                 });
+                if let Some(e) = &r.values_error {
+                    v["valuesError"] = json!(e);
+                }
                 if let Some(id) = &r.deployment_id {
                     v["deploymentID"] = json!(id);
                 }
@@ -493,26 +536,31 @@ fn rows_json(rows: &[Row], explain: bool, charts: &Charts) -> Value {
 }
 
 /// Every manifest the selected cluster receives, as one YAML stream.
-fn manifests(bundles: &[flotilla_bundle::CompiledBundle], rows: &[Row]) -> anyhow::Result<String> {
-    let tools = Tools::default();
+fn manifests(
+    bundles: &[flotilla_bundle::CompiledBundle],
+    rows: &[Row],
+    tools: &Tools,
+) -> anyhow::Result<String> {
     let mut out = String::new();
-    for r in rows.iter().filter(|r| r.deployment_id.is_some()) {
+    for r in rows {
+        if let Some(e) = &r.values_error {
+            bail!("bundle {} on cluster {}: {e}", r.bundle, r.cluster);
+        }
+        let Some(options) = &r.options else {
+            continue;
+        };
         let b = bundles
             .iter()
             .find(|b| b.name == r.bundle)
             .expect("row of a compiled bundle");
-        let Decision::Deploy { customizations, .. } = &r.explanation.decision else {
-            continue;
-        };
-        let options = options_for(&b.spec, customizations);
         let objects = render(&RenderInput {
             content: &b.content,
-            options: &options,
+            options,
             bundle_name: &b.name,
             labels: &b.labels,
             annotations: &BTreeMap::new(),
             cluster_scoped: &BTreeSet::new(),
-            tools: &tools,
+            tools,
         })
         .with_context(|| format!("rendering bundle {} for cluster {}", b.name, r.cluster))?;
         out.push_str(&format!(
@@ -552,6 +600,7 @@ mod tests {
             helm_ca_file: None,
             helm_insecure_skip_tls_verify: false,
             helm_repo_url_regex: None,
+            helm: None,
         }
     }
 
@@ -706,6 +755,175 @@ mod tests {
             text.contains("chart") && text.contains("unreachable"),
             "{text}"
         );
+    }
+
+    fn per_cluster(repo: &str, fleet: &str, cluster: &str) -> anyhow::Result<String> {
+        plan(&PlanArgs {
+            repo_dir: testdata(repo),
+            clusters: testdata(fleet),
+            cluster: Some(cluster.into()),
+            output: Output::Yaml,
+            helm: Some(testdata("helm-shim/helm")),
+            ..args("plan-fleet.yaml")
+        })
+    }
+
+    /// Every object of a `-o yaml` plan, by (kind, namespace, name).
+    fn objects(out: &str) -> BTreeMap<(String, String, String), Value> {
+        flotilla_bundle::yaml::parse_documents("plan", out)
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                let key = (
+                    o["kind"].as_str().unwrap_or_default().to_owned(),
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+                (key, o)
+            })
+            .collect()
+    }
+
+    fn get<'a>(
+        objs: &'a BTreeMap<(String, String, String), Value>,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<&'a Value> {
+        objs.get(&(kind.to_owned(), ns.to_owned(), name.to_owned()))
+    }
+
+    /// The fleet-examples layout (testdata/repos/fleet-examples) rendered
+    /// for dev, test and prod, against goldens, and what fleet-examples'
+    /// READMEs say each environment gets.
+    #[test]
+    fn fleet_examples_render_per_environment_as_fleet_documents() {
+        for cluster in ["dev-1", "test-1", "prod-1"] {
+            let out =
+                per_cluster("repos/fleet-examples", "fleet-examples-fleet.yaml", cluster).unwrap();
+            golden(&format!("fleet-examples.{cluster}.yaml"), &out);
+            let objs = objects(&out);
+            let replicas = |ns: &str, name: &str| {
+                get(&objs, "Deployment", ns, name)
+                    .map(|d| d["spec"]["replicas"].as_i64().unwrap_or(1))
+            };
+            let svc_type =
+                |ns: &str| get(&objs, "Service", ns, "frontend").map(|s| s["spec"]["type"].clone());
+            // single-cluster: the same everywhere.
+            assert_eq!(
+                replicas("fleet-helm-example", "frontend"),
+                Some(2),
+                "{cluster}: helm values"
+            );
+            assert_eq!(
+                replicas("fleet-kustomize-example", "redis-follower"),
+                Some(0),
+                "{cluster}: the dev overlay"
+            );
+            assert!(
+                get(
+                    &objs,
+                    "Deployment",
+                    "fleet-manifest-example",
+                    "redis-leader"
+                )
+                .is_some()
+            );
+            assert_eq!(
+                replicas("", "frontend"),
+                Some(1),
+                "{cluster}: simple/ names no namespace (the agent's default)"
+            );
+            // multi-cluster: per environment.
+            for ns in [
+                "fleet-mc-helm-example",
+                "fleet-mc-kustomize-example",
+                "fleet-mc-manifest-example",
+            ] {
+                let follower = replicas(ns, "redis-follower").unwrap_or(0);
+                match cluster {
+                    "dev-1" => {
+                        assert_eq!(follower, 0, "{cluster} {ns}: no followers in dev");
+                        assert_eq!(replicas(ns, "frontend"), Some(1), "{cluster} {ns}");
+                        let sel = &get(&objs, "Service", ns, "redis-follower").unwrap()["spec"]["selector"]
+                            ["role"];
+                        assert_eq!(sel, "leader", "{cluster} {ns}");
+                    }
+                    "test-1" => {
+                        assert_eq!(replicas(ns, "frontend"), Some(3), "{cluster} {ns}");
+                        assert_eq!(svc_type(ns).unwrap(), "NodePort", "{cluster} {ns}");
+                    }
+                    _ => {
+                        assert_eq!(replicas(ns, "frontend"), Some(3), "{cluster} {ns}");
+                        assert_eq!(svc_type(ns).unwrap(), "LoadBalancer", "{cluster} {ns}");
+                        assert_eq!(follower, 2, "{cluster} {ns}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fleet's templated values, for three clusters with different
+    /// labels, annotations and templateValues.
+    #[test]
+    fn templated_values_follow_each_cluster() {
+        for cluster in ["eu-prod", "us-prod", "ap-dev"] {
+            let out = per_cluster(
+                "repos/templated-values",
+                "templated-values-fleet.yaml",
+                cluster,
+            )
+            .unwrap();
+            golden(&format!("templated-values.{cluster}.yaml"), &out);
+        }
+        let out = per_cluster(
+            "repos/templated-values",
+            "templated-values-fleet.yaml",
+            "eu-prod",
+        )
+        .unwrap();
+        let objs = objects(&out);
+        let d = get(&objs, "Deployment", "templated", "api").unwrap();
+        assert_eq!(d["spec"]["replicas"], 5, "a templateValue, as a number");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.example.com/api:v2.1.0"
+        );
+        let values: Value = serde_json::from_str(
+            get(&objs, "ConfigMap", "templated", "settings").unwrap()["data"]["values.json"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            values,
+            json!({
+                "cluster": "eu-prod", "workspace": "fleet-default", "region": "eu-west-1",
+                "owner": "team-eu", "replicas": 5, "tier": "GOLD", "eu-west-1-enabled": true,
+                "env": "prod", "image": {"tag": "v2.1.0"}, "gdpr": true,
+                "endpoints": ["https://eu-1.example.com", "https://eu-2.example.com"],
+            })
+        );
+        // Each cluster's deploymentID reflects its values.
+        let table = plan(&PlanArgs {
+            repo_dir: testdata("repos/templated-values"),
+            clusters: testdata("templated-values-fleet.yaml"),
+            output: Output::Json,
+            ..args("plan-fleet.yaml")
+        })
+        .unwrap();
+        let rows: Vec<Value> = serde_json::from_str(&table).unwrap();
+        let ids: BTreeSet<&str> = rows
+            .iter()
+            .map(|r| r["deploymentID"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "{rows:?}");
     }
 
     #[test]

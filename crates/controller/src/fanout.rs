@@ -26,6 +26,7 @@ use crate::topology::{Topology, cluster_namespace};
 use crate::{Context, Error, FanoutKey};
 use flotilla_api::k8s_openapi::api::core::v1::Namespace;
 use flotilla_api::{Bundle, BundleDeployment, BundleDeploymentOptions, BundleDeploymentSpec, keys};
+use flotilla_targeting::values::{self, ClusterContext};
 use flotilla_targeting::{CompiledCriteria, ObjectKey, resolve_options};
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -56,6 +57,9 @@ pub struct Rollout {
     pub desired: Vec<Desired>,
     pub targets: Vec<Target>,
     pub plan: Result<Plan, String>,
+    /// Clusters whose templated values failed: left out of the plan, so
+    /// their BundleDeployments stay as they are.
+    pub value_errors: BTreeMap<ObjectKey, String>,
 }
 
 pub fn plan_bundle(ctx: &Context, topo: &Topology, bundle: &Bundle) -> Rollout {
@@ -73,6 +77,8 @@ pub fn plan_bundle(ctx: &Context, topo: &Topology, bundle: &Bundle) -> Rollout {
     let bds = topo.bds_of_bundle(&key);
     let mut desired = Vec::new();
     let mut targets = Vec::new();
+    let mut value_errors = BTreeMap::new();
+    let no_labels = BTreeMap::new();
     for cluster in topo.index.clusters_of(&key) {
         let Some(cluster_obj) = ctx.clusters.get(&cluster) else {
             continue;
@@ -97,6 +103,18 @@ pub fn plan_bundle(ctx: &Context, topo: &Topology, bundle: &Bundle) -> Rollout {
                 .iter()
                 .filter_map(|&i| bundle.spec.target_customizations.get(i)),
         );
+        // Fleet's per-cluster values (`${ }` templates, label references).
+        let options = if values::uses_cluster(&options) {
+            match values::for_cluster(&options, &ClusterContext::of(&cluster_obj, &no_labels)) {
+                Ok(o) => o,
+                Err(e) => {
+                    value_errors.insert(cluster, e);
+                    continue;
+                }
+            }
+        } else {
+            options
+        };
         let desired_id = flotilla_bundle::deployment_id(&bundle.spec.content_id, &options);
         let existing = bds.get(&cluster).and_then(|k| ctx.bds.get(k));
         let partition = partition_criteria.as_ref().ok().and_then(|crit| {
@@ -134,6 +152,7 @@ pub fn plan_bundle(ctx: &Context, topo: &Topology, bundle: &Bundle) -> Rollout {
         desired,
         targets,
         plan,
+        value_errors,
     }
 }
 
@@ -225,6 +244,7 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
         }
         plan_bundle(ctx, &topo, &bundle)
     };
+    report_values(ctx, key, &rollout.value_errors);
     let plan = match &rollout.plan {
         Ok(plan) => plan,
         Err(e) => {
@@ -379,6 +399,43 @@ async fn write(
 }
 
 /// Records (or clears) a refused write on the Bundle's status.
+/// Remembers which clusters' templated values failed, for the status
+/// controller (each such pair shows ErrApplied, the Bundle Stalled).
+fn report_values(ctx: &Context, bundle: &ObjectKey, errors: &BTreeMap<ObjectKey, String>) {
+    let changed = {
+        let mut all = ctx.value_errors.lock().expect("value errors lock");
+        if errors.is_empty() {
+            all.remove(bundle).is_some()
+        } else {
+            all.insert(bundle.clone(), errors.clone()).as_ref() != Some(errors)
+        }
+    };
+    if changed {
+        for (cluster, e) in errors {
+            tracing::warn!(bundle = %bundle, cluster = %cluster, error = %e, "templated values failed; the cluster's deployment stays as it is");
+        }
+        ctx.status
+            .add(crate::StatusKey::Bundle(bundle.clone()), "values");
+        for cluster in errors.keys() {
+            ctx.status
+                .add(crate::StatusKey::Cluster(cluster.clone()), "values");
+        }
+        if let Some(owner) = ctx
+            .bundles
+            .get(bundle)
+            .and_then(|b| crate::bundles::OwnerKind::of_bundle(&b))
+        {
+            ctx.status.add(
+                match owner.kind {
+                    crate::bundles::OwnerKind::GitRepo => crate::StatusKey::GitRepo(owner.key),
+                    crate::bundles::OwnerKind::HelmOp => crate::StatusKey::HelmOp(owner.key),
+                },
+                "values",
+            );
+        }
+    }
+}
+
 fn report_writes(ctx: &Context, bundle: &ObjectKey, failure: Option<String>) {
     let changed = {
         let mut errors = ctx

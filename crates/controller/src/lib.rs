@@ -126,6 +126,9 @@ pub struct Context {
     /// Bundles whose last fan-out had a BundleDeployment write refused, and
     /// why: the status controller shows it on the Bundle.
     pub deployment_write_errors: Mutex<HashMap<ObjectKey, String>>,
+    /// Bundles whose templated values failed on some clusters: bundle ->
+    /// cluster -> why. Those pairs show ErrApplied.
+    pub value_errors: Mutex<HashMap<ObjectKey, std::collections::BTreeMap<ObjectKey, String>>>,
     /// A digest of the spec the fan-out last wrote or found right, per
     /// BundleDeployment: an event whose spec differs was an edit by
     /// someone else, and wakes the fan-out to put it back.
@@ -172,6 +175,7 @@ impl Context {
             metrics,
             rollout_waiting: Mutex::new(HashSet::new()),
             deployment_write_errors: Mutex::new(HashMap::new()),
+            value_errors: Mutex::new(HashMap::new()),
             fanout_specs: Mutex::new(HashMap::new()),
             http_addr: std::sync::OnceLock::new(),
             webhook_addr: std::sync::OnceLock::new(),

@@ -50,6 +50,16 @@ fn pair_state(
     bundle: &ObjectKey,
     cluster: &ObjectKey,
 ) -> (BundleState, String) {
+    // Templated values that failed: the deployment there is not current.
+    if let Some(e) = ctx
+        .value_errors
+        .lock()
+        .expect("value errors lock")
+        .get(bundle)
+        .and_then(|m| m.get(cluster))
+    {
+        return (BundleState::ErrApplied, format!("templated values: {e}"));
+    }
     let bd = topo
         .bds_by_bundle
         .get(bundle)
@@ -211,11 +221,26 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
             .expect("write errors lock")
             .get(key)
             .cloned();
+        let values_error = (!rollout.value_errors.is_empty()).then(|| {
+            let shown: Vec<String> = rollout
+                .value_errors
+                .iter()
+                .take(3)
+                .map(|(c, e)| format!("cluster {c}: {e}"))
+                .collect();
+            let more = rollout.value_errors.len().saturating_sub(shown.len());
+            format!(
+                "templated values failed on {} cluster(s), whose deployments stay as they are: {}{}",
+                rollout.value_errors.len(),
+                shown.join("; "),
+                if more > 0 { format!("; and {more} more") } else { String::new() }
+            )
+        });
         let error = match (topo.bundle_errors.get(key), &rollout.plan, write_error) {
             (Some(e), _, _) => Some(("InvalidTargets", e.to_string())),
             (None, Err(e), _) => Some(("InvalidRolloutStrategy", e.clone())),
             (None, Ok(_), Some(w)) => Some(("DeploymentWriteFailed", w)),
-            _ => None,
+            _ => values_error.map(|m| ("InvalidValues", m)),
         };
         (summary, rollout, error)
     };

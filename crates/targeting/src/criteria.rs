@@ -5,6 +5,10 @@ use crate::selector::{Labels, Selector};
 use flotilla_api::TargetCriteria;
 use std::fmt;
 
+/// The label holding the name Rancher shows for a cluster; `clusterName`
+/// matches it too.
+pub const DISPLAY_NAME_LABEL: &str = "management.cattle.io/cluster-display-name";
+
 /// What targeting needs to know about a cluster: its name, its labels and
 /// the groups it is in (with their labels).
 pub trait ClusterFacts {
@@ -79,8 +83,10 @@ impl CompiledCriteria {
         {
             return Err(Criterion::NoCriteria);
         }
+        // As Fleet: the name, or the display name Rancher gives the cluster.
         if let Some(name) = &self.cluster_name
             && name != cluster.name()
+            && cluster.labels().get(DISPLAY_NAME_LABEL) != Some(name)
         {
             return Err(Criterion::ClusterName);
         }
@@ -91,7 +97,8 @@ impl CompiledCriteria {
         }
         if self.has_group_criteria() {
             let mut name_seen = false;
-            let found = cluster.any_group(&mut |group, labels| {
+            let mut in_any = false;
+            let mut check = |group: &str, labels: &Labels| {
                 let name_ok = self.cluster_group.as_deref().is_none_or(|g| g == group);
                 name_seen |= name_ok;
                 name_ok
@@ -99,7 +106,16 @@ impl CompiledCriteria {
                         .cluster_group_selector
                         .as_ref()
                         .is_none_or(|s| s.matches(labels))
+            };
+            let mut found = cluster.any_group(&mut |group, labels| {
+                in_any = true;
+                check(group, labels)
             });
+            // A cluster in no group is judged against an empty one, as in
+            // Fleet: `clusterGroupSelector: {}` or a NotIn matches it.
+            if !in_any {
+                found = check("", &Labels::new());
+            }
             if !found {
                 return Err(if self.cluster_group.is_some() && !name_seen {
                     Criterion::ClusterGroup

@@ -18,6 +18,7 @@ pub fn resolve_options<'a>(
     customizations: impl IntoIterator<Item = &'a TargetCustomization>,
 ) -> BundleDeploymentOptions {
     let mut out = base.clone();
+    out.normalize();
     for c in customizations {
         merge_options(&mut out, &c.options);
     }
@@ -26,6 +27,11 @@ pub fn resolve_options<'a>(
 
 /// Merges `over` into `base`, `over` winning.
 pub fn merge_options(base: &mut BundleDeploymentOptions, over: &BundleDeploymentOptions) {
+    // Empty strings are unset, as in Fleet: they keep the bundle's value.
+    let mut normalized = over.clone();
+    normalized.normalize();
+    let over = &normalized;
+    base.normalize();
     replace(&mut base.default_namespace, &over.default_namespace);
     replace(&mut base.namespace, &over.namespace);
     replace(&mut base.kustomize, &over.kustomize);
@@ -64,6 +70,31 @@ fn merge_helm(base: &mut HelmOptions, over: &HelmOptions) {
     replace(&mut base.timeout_seconds, &over.timeout_seconds);
     replace(&mut base.max_history, &over.max_history);
     base.values_files.extend(over.values_files.iter().cloned());
+    // As Fleet: one entry per object and key, a customization's replacing
+    // the bundle's.
+    for from in &over.values_from {
+        let id = |f: &flotilla_api::ValuesFrom| {
+            f.config_map_key_ref
+                .as_ref()
+                .map(|r| ("configmap", r))
+                .or(f.secret_key_ref.as_ref().map(|r| ("secret", r)))
+                .filter(|(_, r)| !r.key.is_empty())
+                .map(|(k, r)| (k, r.namespace.clone(), r.name.clone(), r.key.clone()))
+        };
+        match id(from).and_then(|i| {
+            base.values_from
+                .iter()
+                .position(|b| id(b) == Some(i.clone()))
+        }) {
+            Some(at) => base.values_from[at] = from.clone(),
+            None => base.values_from.push(from.clone()),
+        }
+    }
+    base.template_values.extend(
+        over.template_values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     match (&mut base.values, &over.values) {
         (Some(dst), Some(src)) => merge_values(dst, src),
         (dst @ None, Some(src)) => *dst = Some(src.clone()),

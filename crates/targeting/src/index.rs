@@ -649,13 +649,22 @@ fn criteria_candidates(
         return Some(Vec::new());
     }
     if let Some(name) = &c.cluster_name {
-        return Some(
-            ws.clusters_by_name
-                .get(name.as_str())
-                .copied()
-                .into_iter()
-                .collect(),
-        );
+        // By name, or by the display-name label.
+        let mut ids: Vec<Id> = ws
+            .clusters_by_name
+            .get(name.as_str())
+            .copied()
+            .into_iter()
+            .collect();
+        if let Some(set) = ws
+            .postings
+            .get(crate::criteria::DISPLAY_NAME_LABEL)
+            .and_then(|values| values.get(name.as_str()))
+        {
+            let by_name = ids.first().copied();
+            ids.extend(set.iter().copied().filter(|id| Some(*id) != by_name));
+        }
+        return Some(ids);
     }
     let mut best: Option<Vec<Id>> = None;
     let mut offer = |candidate: Vec<Id>| {
@@ -670,7 +679,11 @@ fn criteria_candidates(
                 .map(|&g| groups.get(g).members.iter().copied().collect())
                 .unwrap_or_default(),
         );
-    } else if let Some(sel) = &c.cluster_group_selector {
+    } else if let Some(sel) = &c.cluster_group_selector
+        // One that matches an empty group matches clusters in no group:
+        // the groups do not narrow the search then.
+        && !sel.matches(&Labels::new())
+    {
         let mut members = IdSet::default();
         for &g in &ws.groups {
             let g = groups.get(g);

@@ -2,6 +2,8 @@
 //! incremental index that answers "what changed for whom" after a Cluster,
 //! ClusterGroup or Bundle event.
 //!
+//! Also the per-cluster Helm values (`values`: Fleet's `${ }` templates).
+//!
 //! Pure: no client, no I/O, no async. Matching follows Fleet:
 //! - within one target entry, every criterion that is set must match, and an
 //!   entry that sets none matches nothing;
@@ -23,9 +25,11 @@ mod from_scratch;
 mod index;
 mod selector;
 mod slab;
+mod sprig;
+pub mod values;
 
 pub use bundle_targets::{CompiledBundle, Decision, EntryOutcome, Explanation, Verdict};
-pub use criteria::{ClusterFacts, CompiledCriteria, Criterion};
+pub use criteria::{ClusterFacts, CompiledCriteria, Criterion, DISPLAY_NAME_LABEL};
 pub use customize::{merge_options, merge_values, resolve_options};
 pub use from_scratch::{Placements, ResolvedCluster, placements_from_scratch, resolve_clusters};
 pub use index::{ChangeKind, Changes, PairChange, Placement, TargetIndex};

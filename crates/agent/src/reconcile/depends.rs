@@ -53,7 +53,12 @@ pub(crate) fn unready_dependencies(
         }
         for d in deps {
             let state = d.state();
-            if state != BundleState::Ready {
+            let accepted = if r.accepted_states.is_empty() {
+                state == BundleState::Ready
+            } else {
+                r.accepted_states.iter().any(|s| s == state.as_str())
+            };
+            if !accepted {
                 out.insert(format!("{} ({state})", bundle_name(d)));
             }
         }
@@ -93,6 +98,7 @@ mod tests {
                     ..Default::default()
                 },
             ),
+            accepted_states: Vec::new(),
         }];
         let mut db = (*test_bd("db", "d", Some(("d", false, true)), &[])).clone();
         db.metadata.labels = Some(BTreeMap::from([("tier".into(), "data".into())]));

@@ -76,6 +76,11 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
             write_status(&inner, &bd, &current, &outcome).await?;
             return Err(Error::Failed(message));
         }
+        Err(Prepare::ValuesFrom(message)) => {
+            let outcome = Outcome::failed("ValuesFromFailed", message.clone());
+            write_status(&inner, &bd, &current, &outcome).await?;
+            return Err(Error::Failed(message));
+        }
         Err(Prepare::Invalid(message)) => {
             let outcome = Outcome::failed("RenderFailed", message);
             write_status(&inner, &bd, &current, &outcome).await?;
@@ -103,6 +108,21 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
     } else if current.applied_deployment_id != spec.deployment_id {
         match apply_deployment(&inner, &bd, &deployed, &parent).await? {
             Applied::Done => {
+                let o = &spec.options;
+                let release_ns = o
+                    .namespace
+                    .as_deref()
+                    .or(o.default_namespace.as_deref())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("default");
+                inner
+                    .down
+                    .apply_namespace_metadata(
+                        release_ns,
+                        o.namespace_labels.as_ref(),
+                        o.namespace_annotations.as_ref(),
+                    )
+                    .await?;
                 outcome.applied = true;
                 tracing::info!(bundle_deployment = %name, deployment = %spec.deployment_id, objects = deployed.desired.len(), "deployment applied");
             }
@@ -115,7 +135,7 @@ pub(crate) async fn reconcile(inner: Arc<Inner>, name: String) -> Result<Action,
         let drifted = assess(&deployed, &inner, &spec.options).drifted;
         if !drifted.is_empty() {
             tracing::info!(bundle_deployment = %name, objects = drifted.len(), "correcting drift");
-            ensure_namespaces(&inner, &bd, &deployed).await?;
+            ensure_namespaces(&inner, &deployed).await?;
             let objs: Vec<&Value> = deployed
                 .desired
                 .iter()
@@ -187,6 +207,10 @@ async fn ensure_finalizer(inner: &Inner, bd: &BundleDeployment) -> Result<(), Er
     Ok(())
 }
 
+fn is_crd(member: &Member) -> bool {
+    member.key.group == "apiextensions.k8s.io" && member.key.kind == "CustomResourceDefinition"
+}
+
 fn bd_api(inner: &Inner) -> Api<BundleDeployment> {
     Api::namespaced(inner.mgmt.clone(), &inner.config.cluster_namespace)
 }
@@ -207,9 +231,7 @@ async fn finalize(inner: &Inner, bd: &BundleDeployment, parent: &Parent) -> Resu
     // kind, cluster-wide), as in Fleet.
     let crds_too = bd.spec.options.delete_crd_resources;
     for member in prune(&recorded, &Inventory::default(), keep) {
-        let crd = member.key.group == "apiextensions.k8s.io"
-            && member.key.kind == "CustomResourceDefinition";
-        if crd && !crds_too {
+        if is_crd(&member) && !crds_too {
             tracing::info!(object = %member.key, "CRD kept (deleteCRDResources is not set)");
             continue;
         }
@@ -255,12 +277,7 @@ async fn watch_kinds(inner: &Inner, deployed: &Deployed) {
 
 /// Creates the namespaces the objects need that the bundle does not
 /// declare itself (with `namespaceLabels` and `namespaceAnnotations`).
-async fn ensure_namespaces(
-    inner: &Inner,
-    bd: &BundleDeployment,
-    deployed: &Deployed,
-) -> Result<(), Error> {
-    let options = &bd.spec.options;
+async fn ensure_namespaces(inner: &Inner, deployed: &Deployed) -> Result<(), Error> {
     let declared: HashSet<&str> = deployed
         .members
         .members
@@ -275,15 +292,11 @@ async fn ensure_namespaces(
         .map(|k| k.namespace.as_str())
         .filter(|ns| !ns.is_empty() && !declared.contains(ns))
         .collect();
+    // Created bare: namespaceLabels and namespaceAnnotations are applied
+    // to the release namespace after the deployment, by their own field
+    // manager (so that a key dropped later goes).
     for ns in needed {
-        inner
-            .down
-            .ensure_namespace(
-                ns,
-                options.namespace_labels.as_ref(),
-                options.namespace_annotations.as_ref(),
-            )
-            .await?;
+        inner.down.ensure_namespace(ns, None, None).await?;
     }
     Ok(())
 }
@@ -311,7 +324,7 @@ async fn apply_deployment(
         .down
         .ensure_namespace(&parent.namespace, None, None)
         .await?;
-    ensure_namespaces(inner, bd, deployed).await?;
+    ensure_namespaces(inner, deployed).await?;
     let state = read_parent(inner, parent).await?;
     if let Some(why) = state.failed_for(&deployed.deployment_id) {
         return Ok(Applied::HookFailed(not_again(why)));
@@ -355,6 +368,12 @@ async fn apply_deployment(
         return Ok(Applied::Rejected(errors));
     }
     for member in prune(&previous, &deployed.members, options.keep_resources) {
+        // Fleet marks CRDs `helm.sh/resource-policy: keep` unless
+        // deleteCRDResources: one that left the bundle stays.
+        if is_crd(&member) && !options.delete_crd_resources {
+            tracing::info!(object = %member.key, "CRD kept (deleteCRDResources is not set)");
+            continue;
+        }
         inner.down.delete(&member, &parent.id).await?;
     }
     // The parent already says this when nothing was pruned.
@@ -429,6 +448,7 @@ pub(super) fn test_bd(
                 .map(|d| flotilla_api::BundleRef {
                     name: Some(d.to_string()),
                     selector: None,
+                    accepted_states: Vec::new(),
                 })
                 .collect(),
             ..Default::default()

@@ -17,6 +17,8 @@ pub struct Deployed {
 pub(super) enum Prepare {
     /// Worth retrying: the Content may not be there yet.
     Retry(String),
+    /// `helm.valuesFrom` cannot be read yet (the object or key may come).
+    ValuesFrom(String),
     /// Retrying cannot help until the BundleDeployment changes.
     Invalid(String),
 }
@@ -78,7 +80,9 @@ pub(super) async fn prepare(
         .cloned()
         .unwrap_or_else(|| name.clone());
     let mut cluster_scoped = inner.down.cluster_scoped();
-    let options = bd.spec.options.clone();
+    let options = crate::values_from::resolve(&inner.down.client, &bd.spec.options)
+        .await
+        .map_err(Prepare::ValuesFrom)?;
     let tools = inner.config.tools.clone();
     let rendered = tokio::task::spawn_blocking(move || {
         cluster_scoped.extend(

@@ -2,6 +2,7 @@
 //! BundleDeployments and Contents) and downstream (where it applies).
 //! One binary, to keep link time down.
 
+mod fleet;
 mod hooks;
 mod support;
 

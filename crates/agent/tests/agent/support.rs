@@ -222,6 +222,7 @@ pub fn depends_on(names: &[&str]) -> impl FnOnce(&mut BundleDeploymentSpec) {
         .map(|n| BundleRef {
             name: Some(n.to_string()),
             selector: None,
+            accepted_states: Vec::new(),
         })
         .collect();
     move |spec| spec.depends_on = refs

@@ -505,3 +505,73 @@ fn helm_charts_install_their_crds_directory() {
         objects[0]
     );
 }
+
+/// The kind is decided per cluster, after customizations: a kustomize
+/// directory named only by the prod customization gets every file it
+/// needs (a configMapGenerator's `.properties`), while other clusters get
+/// the raw manifests.
+#[test]
+fn a_kustomize_dir_named_only_by_a_customization_works_for_its_clusters() {
+    let mut tree = crate::RepoTree::new();
+    tree.insert_file(
+        "app/fleet.yaml",
+        "defaultNamespace: shop\ntargetCustomizations:\n- name: prod\n  clusterSelector: {matchLabels: {env: prod}}\n  kustomize:\n    dir: overlays/prod\n",
+    );
+    tree.insert_file(
+        "app/base/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: base\ndata: {a: \"1\"}\n",
+    );
+    tree.insert_file("app/base/kustomization.yaml", "resources: [cm.yaml]\n");
+    tree.insert_file(
+        "app/overlays/prod/kustomization.yaml",
+        "resources: [../../base]\nconfigMapGenerator:\n- name: settings\n  files: [app.properties]\ngeneratorOptions: {disableNameSuffixHash: true}\n",
+    );
+    tree.insert_file("app/overlays/prod/app.properties", "color=blue\n");
+    let t = targets();
+    let paths = vec!["app".to_string()];
+    let bundles = compile_repo(
+        &tree,
+        &CompileInput {
+            repo_name: "shop",
+            paths: &paths,
+            targets: &t,
+            limits: Limits::default(),
+            deadline: None,
+        },
+    )
+    .unwrap();
+    let b = &bundles[0];
+    assert!(
+        b.content.files.contains_key("overlays/prod/app.properties"),
+        "{:?}",
+        b.content.files.keys()
+    );
+    let prod = flotilla_targeting::resolve_options(&b.spec.options, &b.spec.target_customizations);
+    let objects = render_objects(
+        &b.content,
+        &prod,
+        &b.name,
+        &BTreeMap::new(),
+        &Tools::default(),
+    )
+    .unwrap();
+    let settings = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "settings")
+        .unwrap_or_else(|| panic!("{objects:#?}"));
+    assert_eq!(settings["data"]["app.properties"], "color=blue\n");
+    // Elsewhere: the raw manifests, the overlay's files not among them.
+    let dev = render_objects(
+        &b.content,
+        &b.spec.options,
+        &b.name,
+        &BTreeMap::new(),
+        &Tools::default(),
+    )
+    .unwrap();
+    let names: Vec<&str> = dev
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base"]);
+}

@@ -163,7 +163,8 @@ fn helm_positionals_follow_a_double_dash() {
         assert!(
             a.starts_with("--") && a.contains('=')
                 || a == "--skip-schema-validation"
-                || a == "--include-crds",
+                || a == "--include-crds"
+                || a == "--enable-dns",
             "{a}"
         );
     }

@@ -335,6 +335,27 @@ impl Hub {
                         self.fanout(FanoutKey::Bundle(b), "cluster");
                     }
                 }
+                // What templated values read changed: the bundles that use
+                // them are planned again (their deploymentIDs may move).
+                let inputs_changed = old.as_ref().is_some_and(|o| {
+                    o.metadata.labels != new.metadata.labels
+                        || o.metadata.annotations != new.metadata.annotations
+                        || o.spec.template_values != new.spec.template_values
+                });
+                if inputs_changed && !paused_flipped {
+                    for b in self.ctx.topo().index.bundles_of(&key) {
+                        let templated = self.ctx.bundles.get(&b).is_some_and(|b| {
+                            flotilla_targeting::values::uses_cluster(&b.spec.options)
+                                || b.spec
+                                    .target_customizations
+                                    .iter()
+                                    .any(|c| flotilla_targeting::values::uses_cluster(&c.options))
+                        });
+                        if templated {
+                            self.fanout(FanoutKey::Bundle(b), "cluster-values");
+                        }
+                    }
+                }
             }
             Delta::Removed(old) => {
                 self.ctx.agents_changed.notify_one();

@@ -291,3 +291,103 @@ async fn rollout_partitions_hold_clusters_back_until_the_canary_is_ready() {
     .await;
     ctl.stop().await;
 }
+
+/// Fleet's templated values, per cluster: each BundleDeployment gets its
+/// cluster's values (and its own deploymentID); relabelling a cluster
+/// re-plans it; a cluster whose template fails keeps its deployment, and
+/// the pair shows ErrApplied, the Bundle Stalled, naming cluster and key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templated_values_are_worked_out_per_cluster() {
+    let env = env().await;
+    let c = &env.client;
+    let ctl = start(c, args()).await;
+    let _agents = fake_agents(c, false);
+    create(
+        c,
+        &cluster("eu", &[("env", "prod"), ("region", "eu-west-1")]),
+    )
+    .await;
+    let mut us = cluster("us", &[("env", "prod"), ("region", "us-east-1")]);
+    us.spec.template_values = Some(json!({"replicas": 3}));
+    create(c, &us).await;
+    let mut app = bundle("app", "aaa", vec![selector_target(&[("env", "prod")])]);
+    app.spec.options.helm = Some(flotilla_api::HelmOptions {
+        values: Some(json!({"region": "${ .ClusterLabels.region }", "name": "${ .ClusterName }"})),
+        ..Default::default()
+    });
+    create(c, &app).await;
+    wait_for_pairs(c, &pairs(&[("eu", "app"), ("us", "app")])).await;
+    let bd = |name: &'static str| async move {
+        Api::<BundleDeployment>::namespaced(
+            c.clone(),
+            &cluster_namespace(&ObjectKey::new(NS, name)),
+        )
+        .get("app")
+        .await
+        .unwrap()
+    };
+    let values = |b: &BundleDeployment| {
+        b.spec
+            .options
+            .helm
+            .as_ref()
+            .unwrap()
+            .values
+            .clone()
+            .unwrap()
+    };
+    let (eu, us_bd) = (bd("eu").await, bd("us").await);
+    assert_eq!(values(&eu), json!({"region": "eu-west-1", "name": "eu"}));
+    assert_eq!(values(&us_bd), json!({"region": "us-east-1", "name": "us"}));
+    assert_ne!(eu.spec.deployment_id, us_bd.spec.deployment_id);
+
+    // A relabel that keeps the cluster targeted still moves its values.
+    merge_patch::<Cluster>(
+        c,
+        "eu",
+        json!({"metadata": {"labels": {"region": "eu-central-1"}}}),
+    )
+    .await;
+    eventually("eu re-planned", || async {
+        (values(&bd("eu").await)["region"] == "eu-central-1").then_some(())
+    })
+    .await;
+
+    // A template that fails on one cluster: that deployment stays.
+    let before = bd("eu").await.spec.deployment_id;
+    merge_patch::<Bundle>(
+        c,
+        "app",
+        json!({"spec": {"helm": {"values": {"replicas": "${ .ClusterValues.replicas }"}}}}),
+    )
+    .await;
+    eventually("us gets its replicas", || async {
+        (values(&bd("us").await)["replicas"] == 3).then_some(())
+    })
+    .await;
+    let b = eventually("the Bundle names the failing cluster", || async {
+        let b: Bundle = Api::namespaced(c.clone(), NS).get("app").await.ok()?;
+        let cond = b
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .clone();
+        (cond.reason == "InvalidValues").then_some((b, cond))
+    })
+    .await;
+    let (b, cond) = b;
+    assert!(
+        cond.message.contains("eu") && cond.message.contains("helm.values.replicas"),
+        "{}",
+        cond.message
+    );
+    assert!(b.status.unwrap().summary.err_applied >= 1);
+    assert_eq!(
+        bd("eu").await.spec.deployment_id,
+        before,
+        "what is deployed stays"
+    );
+    ctl.stop().await;
+}

@@ -63,7 +63,9 @@ fn selector() -> impl Strategy<Value = LabelSelector> {
 
 fn criteria() -> impl Strategy<Value = TargetCriteria> {
     (
-        prop::option::of(prop::sample::select(&["c0", "c1", "c2", ""][..]).prop_map(String::from)),
+        prop::option::of(
+            prop::sample::select(&["c0", "c1", "c2", "Prod", ""][..]).prop_map(String::from),
+        ),
         prop::option::of(selector()),
         prop::option::of(prop::sample::select(&["g0", "g1", "default"][..]).prop_map(String::from)),
         prop::option::of(selector()),
@@ -147,7 +149,11 @@ fn event() -> impl Strategy<Value = Event> {
     const GROUPS: &[&str] = &["g0", "g1", "default"];
     const BUNDLES: &[&str] = &["b0", "b1", "b2"];
     prop_oneof![
-        4 => (key_of(CLUSTERS), label_set()).prop_map(|(k, l)| {
+        4 => (key_of(CLUSTERS), label_set(), prop::option::of(prop::sample::select(&["c0", "c1", "Prod"][..]))).prop_map(|(k, mut l, display)| {
+            // Sometimes Rancher's display name, which clusterName matches.
+            if let Some(d) = display {
+                l.insert(crate::criteria::DISPLAY_NAME_LABEL.into(), d.into());
+            }
             let pairs: Vec<(&str, &str)> = l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
             Event::ApplyCluster(cluster_in(&k.namespace, &k.name, &pairs))
         }),

@@ -36,15 +36,19 @@ fn fleet() -> (Vec<Cluster>, Vec<ClusterGroup>) {
 /// cluster names are returned sorted.
 fn targeted(spec: BundleSpec) -> Vec<String> {
     let (clusters, groups) = fleet();
+    targeted_in(&clusters, &groups, spec)
+}
+
+fn targeted_in(clusters: &[Cluster], groups: &[ClusterGroup], spec: BundleSpec) -> Vec<String> {
     let b = bundle("b", spec);
-    let (scratch, errors) = placements_from_scratch(&clusters, &groups, std::slice::from_ref(&b));
+    let (scratch, errors) = placements_from_scratch(clusters, groups, std::slice::from_ref(&b));
     assert!(errors.is_empty(), "{errors:?}");
 
     let mut index = TargetIndex::new();
-    for c in &clusters {
+    for c in clusters {
         index.apply_cluster(c);
     }
-    for g in &groups {
+    for g in groups {
         index.apply_group(g).unwrap();
     }
     index.apply_bundle(&b).unwrap();
@@ -57,10 +61,10 @@ fn targeted(spec: BundleSpec) -> Vec<String> {
     // Also in the other order: bundle first, then clusters and groups.
     let mut late = TargetIndex::new();
     late.apply_bundle(&b).unwrap();
-    for g in &groups {
+    for g in groups {
         late.apply_group(g).unwrap();
     }
-    for c in &clusters {
+    for c in clusters {
         late.apply_cluster(c);
     }
     assert_eq!(
@@ -382,4 +386,70 @@ fn explain_names_the_failing_criterion() {
     );
     let bare = resolved.iter().find(|c| &*c.key.name == "bare").unwrap();
     assert_eq!(compiled.explain(bare).decision, Decision::NoTargetMatched);
+}
+
+/// Fleet's rules that differ from a plain reading: `clusterName` matches
+/// Rancher's display name too; a cluster in no group is judged against an
+/// empty group.
+#[test]
+fn display_names_and_clusters_in_no_group() {
+    let clusters = vec![
+        cluster(
+            "c-m-abc123",
+            &[
+                ("env", "prod"),
+                (crate::criteria::DISPLAY_NAME_LABEL, "prod-eu"),
+            ],
+        ),
+        cluster("loner", &[("env", "dev")]),
+        cluster("member", &[("env", "dev"), ("team", "a")]),
+    ];
+    let groups = vec![group(
+        "team-a",
+        &[("owner", "a")],
+        Some(match_labels(&[("team", "a")])),
+    )];
+    let rows: Vec<(&str, BundleSpec, Vec<&str>)> = vec![
+        (
+            "clusterName matches the display-name label",
+            targets(vec![crit().name("prod-eu").target()]),
+            vec!["c-m-abc123"],
+        ),
+        (
+            "and still the name",
+            targets(vec![crit().name("c-m-abc123").target()]),
+            vec!["c-m-abc123"],
+        ),
+        (
+            "clusterGroupSelector {} matches clusters in no group",
+            targets(vec![crit().group_selector(everything()).target()]),
+            vec!["c-m-abc123", "loner", "member"],
+        ),
+        (
+            "a NotIn group selector matches clusters in no group",
+            targets(vec![
+                crit()
+                    .group_selector(expr("owner", "NotIn", &["a"]))
+                    .target(),
+            ]),
+            vec!["c-m-abc123", "loner"],
+        ),
+        (
+            "matchLabels on groups never matches a cluster in no group",
+            targets(vec![
+                crit()
+                    .group_selector(match_labels(&[("owner", "a")]))
+                    .target(),
+            ]),
+            vec!["member"],
+        ),
+        (
+            "a named group never matches a cluster in no group",
+            targets(vec![crit().group("team-a").target()]),
+            vec!["member"],
+        ),
+    ];
+    for (why, spec, want) in rows {
+        assert_eq!(targeted_in(&clusters, &groups, spec), want, "{why}");
+    }
 }
