@@ -13,8 +13,15 @@ use serde_json::Value;
 /// At most this many differences are described; the rest are counted.
 const MAX_DESCRIBED: usize = 3;
 
-/// The paths where `live` differs from `desired`, each with both values.
-pub fn drift(desired: &Value, live: &Value, patches: &[ComparePatch]) -> Vec<String> {
+/// The paths where `live` differs from `desired`, each with both values,
+/// or, when `hide_values` (a Secret, or a deployment whose values came from
+/// a Secret), with neither: a status must never quote a secret.
+pub fn drift(
+    desired: &Value,
+    live: &Value,
+    patches: &[ComparePatch],
+    hide_values: bool,
+) -> Vec<String> {
     let matching: Vec<&ComparePatch> = patches
         .iter()
         .filter(|p| matches(p, &identity(desired)))
@@ -42,7 +49,8 @@ pub fn drift(desired: &Value, live: &Value, patches: &[ComparePatch]) -> Vec<Str
         }
     }
     let mut out = Vec::new();
-    compare(&desired, &live, &mut String::new(), &mut out);
+    let show = if hide_values { hidden } else { shown };
+    compare(&desired, &live, &mut String::new(), &mut out, show);
     out
 }
 
@@ -105,7 +113,11 @@ fn remove_pointer(v: &mut Value, pointer: &str) {
     }
 }
 
-fn show(v: &Value) -> String {
+fn hidden(_: &Value) -> String {
+    "(value hidden)".into()
+}
+
+fn shown(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 {
         let cut: String = s.chars().take(57).collect();
@@ -115,7 +127,13 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn compare(desired: &Value, live: &Value, path: &mut String, out: &mut Vec<String>) {
+fn compare(
+    desired: &Value,
+    live: &Value,
+    path: &mut String,
+    out: &mut Vec<String>,
+    show: fn(&Value) -> String,
+) {
     match (desired, live) {
         (Value::Object(want), Value::Object(have)) => {
             for (k, w) in want {
@@ -125,7 +143,7 @@ fn compare(desired: &Value, live: &Value, path: &mut String, out: &mut Vec<Strin
                 }
                 path.push_str(k);
                 match have.get(k) {
-                    Some(h) => compare(w, h, path, out),
+                    Some(h) => compare(w, h, path, out, show),
                     None if w.is_null() => {}
                     None => out.push(format!("{path}: applied {}, found none", show(w))),
                 }
@@ -144,7 +162,7 @@ fn compare(desired: &Value, live: &Value, path: &mut String, out: &mut Vec<Strin
             for (i, (w, h)) in want.iter().zip(have).enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                compare(w, h, path, out);
+                compare(w, h, path, out, show);
                 path.truncate(len);
             }
         }
@@ -213,7 +231,11 @@ mod tests {
             ),
         ];
         for (what, live, want) in rows {
-            assert_eq!(drift(&deploy(2, "nginx:1"), &live, &[]), want, "{what}");
+            assert_eq!(
+                drift(&deploy(2, "nginx:1"), &live, &[], false),
+                want,
+                "{what}"
+            );
         }
     }
 
@@ -235,7 +257,8 @@ mod tests {
             drift(
                 &deploy(2, "nginx:1"),
                 &live,
-                std::slice::from_ref(&ignore_replicas)
+                std::slice::from_ref(&ignore_replicas),
+                false,
             )
             .is_empty()
         );
@@ -243,12 +266,15 @@ mod tests {
             json_pointers: vec!["/spec/replicas".into()],
             ..Default::default()
         };
-        assert!(drift(&deploy(2, "nginx:1"), &live, &[by_pointer]).is_empty());
+        assert!(drift(&deploy(2, "nginx:1"), &live, &[by_pointer], false).is_empty());
         let other = ComparePatch {
             name: Some("api".into()),
             ..ignore_replicas
         };
-        assert_eq!(drift(&deploy(2, "nginx:1"), &live, &[other]).len(), 1);
+        assert_eq!(
+            drift(&deploy(2, "nginx:1"), &live, &[other], false).len(),
+            1
+        );
     }
 
     #[test]

@@ -395,7 +395,7 @@ async fn apply_objects(inner: &Inner, objects: Vec<&Value>, skip_unchanged: bool
             if skip_unchanged
                 && let Some(live) = inner.down.live(&member.key)
                 && owned_by_agent(&live)
-                && drift(obj, &live, &[]).is_empty()
+                && drift(obj, &live, &[], true).is_empty()
             {
                 return None;
             }

@@ -32,6 +32,11 @@ pub(crate) fn assess_with(
         .as_ref()
         .map(|d| d.compare_patches.as_slice())
         .unwrap_or_default();
+    // Values read from a Secret may be anywhere in the rendered objects.
+    let secret_values = options
+        .helm
+        .as_ref()
+        .is_some_and(|h| h.values_from.iter().any(|v| v.secret_key_ref.is_some()));
     let mut a = Assessment {
         ready: true,
         non_modified: true,
@@ -65,7 +70,8 @@ pub(crate) fn assess_with(
             });
             continue;
         };
-        let diffs = drift(obj, &live, patches);
+        let hide_values = secret_values || m.key.kind == "Secret";
+        let diffs = drift(obj, &live, patches, hide_values);
         if !diffs.is_empty() {
             a.non_modified = false;
             a.drifted.insert(m.key.clone());
@@ -235,6 +241,48 @@ mod tests {
         };
         let ok = assess_with(&desired, all_live, &BundleDeploymentOptions::default());
         assert!(ok.ready && ok.non_modified && ok.modified.is_empty() && ok.non_ready.is_empty());
+    }
+
+    #[test]
+    fn drift_never_quotes_a_secret_or_values_read_from_one() {
+        let secret = |v: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "a"}, "data": {"password": v}});
+        let key = |o: &Value| Member::of(o).unwrap().key;
+        let (want, have) = (secret("aHVudGVyMg=="), secret("c2VjcmV0"));
+        let a = assess_with(
+            std::slice::from_ref(&want),
+            |k| (*k == key(&have)).then(|| Arc::new(have.clone())),
+            &BundleDeploymentOptions::default(),
+        );
+        assert_eq!(
+            a.modified[0].patch,
+            "data.password: applied (value hidden), found (value hidden)"
+        );
+
+        // A ConfigMap rendered from values that came from a Secret.
+        let from_secret = BundleDeploymentOptions {
+            helm: Some(flotilla_api::HelmOptions {
+                values_from: vec![flotilla_api::ValuesFrom {
+                    secret_key_ref: Some(flotilla_api::KeyRef {
+                        name: "creds".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (want, have) = (cm("c", "token-1"), cm("c", "token-2"));
+        let a = assess_with(
+            std::slice::from_ref(&want),
+            |k| (*k == key(&have)).then(|| Arc::new(have.clone())),
+            &from_secret,
+        );
+        assert_eq!(
+            a.modified[0].patch,
+            "data.k: applied (value hidden), found (value hidden)"
+        );
+        assert!(!a.modified[0].patch.contains("token"));
     }
 
     #[test]
