@@ -7,7 +7,7 @@ use kube_core::CustomResourceExt;
 
 /// Every Flotilla CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         GitRepo::crd(),
         HelmOp::crd(),
         Bundle::crd(),
@@ -16,6 +16,42 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Cluster::crd(),
         ClusterGroup::crd(),
     ]
+    .into_iter()
+    .map(known_formats_only)
+    .collect()
+}
+
+/// schemars names Rust's unsigned integers `format: uint32` (and `uint8`,
+/// `uint16`, `uint64`, `uint`), which kube-apiserver does not know: it
+/// stores them but `kubectl apply` prints `Warning: unrecognized format
+/// "uint32"`. Such a schema keeps `type: integer` and its `minimum: 0`,
+/// loses the format and, for the sized ones, gains the type's `maximum`.
+fn known_formats_only(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let max = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint8") => Some(Some(u64::from(u8::MAX))),
+                    Some("uint16") => Some(Some(u64::from(u16::MAX))),
+                    Some("uint32") => Some(Some(u64::from(u32::MAX))),
+                    Some("uint64" | "uint") => Some(None),
+                    _ => None,
+                };
+                if let Some(max) = max {
+                    map.remove("format");
+                    if let Some(max) = max {
+                        map.entry("maximum").or_insert_with(|| max.into());
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(&crd).expect("a CRD serializes to JSON");
+    walk(&mut v);
+    serde_json::from_value(v).expect("a CRD without unsigned formats is still a CRD")
 }
 
 /// One CRD as YAML.
@@ -48,6 +84,42 @@ mod tests {
 
     /// The chart must ship exactly what the types generate. To refresh it:
     /// `cargo run -p flotilla -- crds --out-dir charts/flotilla/crds`.
+    #[test]
+    fn schemas_use_only_formats_kube_apiserver_knows() {
+        // kube-apiserver's supported formats for CRD schemas (plus the
+        // integer and number formats it accepts without a warning).
+        const KNOWN: &[&str] = &[
+            "int32",
+            "int64",
+            "float",
+            "double",
+            "byte",
+            "binary",
+            "date",
+            "date-time",
+            "duration",
+            "password",
+            "uuid",
+            "uri",
+            "email",
+            "hostname",
+            "ipv4",
+            "ipv6",
+            "cidr",
+            "mac",
+        ];
+        let yaml = all_yaml();
+        for line in yaml.lines() {
+            if let Some(f) = line.trim().strip_prefix("format: ") {
+                assert!(KNOWN.contains(&f), "unrecognized format {f:?} in a CRD");
+            }
+        }
+        assert!(
+            yaml.contains("maximum: 4294967295"),
+            "u32 fields keep their range"
+        );
+    }
+
     #[test]
     fn chart_crds_are_up_to_date() {
         let dir = chart_crd_dir();
