@@ -440,7 +440,11 @@ impl Api {
         self.place_in_namespace(rt, namespace, meta, &name)?;
         meta.insert("uid".into(), json!(meta::new_uid()));
         meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
-        meta.insert("generation".into(), json!(1));
+        if has_generation(rt) {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
         for server_owned in [
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -763,7 +767,7 @@ impl Api {
             }
             _ => {}
         }
-        if spec_changed(rt, current, &new) {
+        if has_generation(rt) && spec_changed(rt, current, &new) {
             let g = cur_meta
                 .get("generation")
                 .and_then(Value::as_i64)
@@ -1108,8 +1112,11 @@ impl Api {
                     .expect("stored objects have metadata");
                 meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-                let g = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
-                meta.insert("generation".into(), json!(g + 1));
+                // As kube-apiserver's BeforeDelete: bumped when present,
+                // never created.
+                if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                    meta.insert("generation".into(), json!(g + 1));
+                }
                 if rt.group.is_empty() && rt.kind == "Namespace" {
                     pending["status"]["phase"] = json!("Terminating");
                 }
@@ -1293,6 +1300,29 @@ fn merge_scope(current: &Value, mut body: Value, scope: Scope) -> Value {
 
 /// Did anything outside metadata (and, with a status subresource, status)
 /// change? That bumps `metadata.generation`.
+/// Whether kube-apiserver's strategy for the kind keeps
+/// `metadata.generation`: custom resources and the kinds with a spec do;
+/// these (no spec, or a spec whose strategy never counts) do not.
+fn has_generation(rt: &ResourceType) -> bool {
+    !matches!(
+        (rt.group.as_str(), rt.kind.as_str()),
+        (
+            "",
+            "ConfigMap" | "Secret" | "Event" | "ServiceAccount" | "Namespace" | "Endpoints"
+        ) | ("events.k8s.io", "Event")
+            | ("coordination.k8s.io", "Lease")
+            | ("discovery.k8s.io", "EndpointSlice")
+            | ("apps", "ControllerRevision")
+            | (
+                "rbac.authorization.k8s.io",
+                "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+            )
+    )
+}
+
+/// Whether an update moves `metadata.generation`: anything but metadata
+/// and status changed, or, for a Deployment (whose strategy compares them
+/// too), its annotations.
 fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
     let strip = |o: &Value| -> Map<String, Value> {
         let mut m = o.as_object().cloned().unwrap_or_default();
@@ -1304,7 +1334,9 @@ fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
         }
         m
     };
+    let annotations = |o: &Value| o.pointer("/metadata/annotations").cloned();
     strip(old) != strip(new)
+        || (rt.group == "apps" && rt.kind == "Deployment" && annotations(old) != annotations(new))
 }
 
 /// Equal apart from resourceVersion and managed-field timestamps.

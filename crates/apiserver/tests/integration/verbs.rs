@@ -87,7 +87,7 @@ async fn create_get_update_delete_with_server_metadata() {
     let meta = &created.metadata;
     assert_eq!(meta.uid.as_ref().unwrap().len(), 36);
     assert!(meta.creation_timestamp.is_some());
-    assert_eq!(meta.generation, Some(1));
+    assert_eq!(meta.generation, None, "a ConfigMap has no generation");
     assert_eq!(meta.namespace.as_deref(), Some("default"));
     let rv1: u64 = meta.resource_version.as_ref().unwrap().parse().unwrap();
 
@@ -142,6 +142,74 @@ async fn create_get_update_delete_with_server_metadata() {
     assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"));
     let e = api_err(api.delete("a", &DeleteParams::default()).await);
     assert_eq!(e.code, 404);
+}
+
+#[tokio::test]
+async fn generation_only_for_kinds_whose_strategy_keeps_it() {
+    let (_s, client) = setup().await;
+    // A ConfigMap never gets one: not on create, update, or deletion with a
+    // finalizer pending.
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let mut c = cm("held", json!({}));
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    let created = cms.create(&PostParams::default(), &c).await.unwrap();
+    assert_eq!(created.metadata.generation, None);
+    let mut changed = created.clone();
+    changed.data = Some([("k".to_string(), "w".to_string())].into());
+    let updated = cms
+        .replace("held", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(updated.metadata.generation, None);
+    cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let pending = cms.get("held").await.unwrap();
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        pending.metadata.generation, None,
+        "deletion does not create it"
+    );
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+
+    // A Deployment's annotations count, as its strategy compares them.
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let created = deploys.create(&PostParams::default(), &d).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let labelled = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(1), "labels do not count");
+    let annotated = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(annotated.metadata.generation, Some(2));
 }
 
 #[tokio::test]
@@ -547,7 +615,7 @@ async fn server_side_apply_owns_fields_conflicts_and_removes() {
         )
         .await
         .unwrap();
-    assert_eq!(created.metadata.generation, Some(1), "apply creates");
+    assert!(created.metadata.uid.is_some(), "apply creates");
     let mf = created.metadata.managed_fields.unwrap();
     assert_eq!(mf[0].manager.as_deref(), Some("agent"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
