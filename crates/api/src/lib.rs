@@ -15,6 +15,7 @@ pub mod gitrepo;
 pub mod helmop;
 pub mod keys;
 pub mod options;
+pub mod quantity;
 mod schema;
 pub mod state;
 pub mod summary;

@@ -283,12 +283,19 @@ impl Api {
         Ok((out, version, next))
     }
 
-    fn writer<'a>(opts: &'a WriteOptions, time: &'a str, gv: &'a str, scope: Scope) -> Writer<'a> {
+    fn writer<'a>(
+        rt: &ResourceType,
+        opts: &'a WriteOptions,
+        time: &'a str,
+        gv: &'a str,
+        scope: Scope,
+    ) -> Writer<'a> {
         Writer {
             manager: opts.manager(),
             api_version: gv,
             time,
             scope,
+            custom: rt.crd.is_some(),
         }
     }
 
@@ -301,6 +308,19 @@ impl Api {
         object: &mut Value,
         opts: &WriteOptions,
     ) -> ApiResult<()> {
+        if rt.crd.is_none() {
+            // Decoding into the built-in type canonicalizes quantities,
+            // and refuses what is none.
+            if rt.group.is_empty() && rt.kind == "Secret" {
+                crate::normalize::string_data(object);
+            }
+            crate::normalize::quantities(object).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version {:?} cannot be handled as a {}: {e}",
+                    rt.kind, rt.version, rt.kind
+                ))
+            })?;
+        }
         let Some(schema) = rt.schema() else {
             return Ok(());
         };
@@ -367,7 +387,7 @@ impl Api {
         } else {
             Scope::All
         };
-        fields::track_update(None, &mut object, &Self::writer(opts, &now, &gv, scope));
+        fields::track_update(None, &mut object, &Self::writer(rt, opts, &now, &gv, scope));
         self.store_create(rt, namespace, object, opts.dry_run)
     }
 
@@ -400,7 +420,7 @@ impl Api {
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
             {
-                Some(prefix) => format!("{prefix}{}", meta::name_suffix()),
+                Some(prefix) => meta::generate_name(prefix),
                 None => {
                     return Err(ApiError::invalid(
                         &rt.kind,
@@ -473,6 +493,9 @@ impl Api {
         }
         if rt.crd.is_none() {
             crate::defaults::apply(&rt.group, &rt.kind, &mut object, None);
+            if rt.group == "batch" && rt.kind == "Job" {
+                crate::defaults::job_selector(&mut object);
+            }
         }
         Ok(object)
     }
@@ -646,6 +669,16 @@ impl Api {
             .store
             .get(&Self::key(rt, namespace, name))
             .ok_or_else(|| Self::not_found(rt, name))?;
+        if expected.unwrap_or(0) == 0 && !allows_unconditional_update(rt) {
+            return Err(ApiError::invalid(
+                &rt.group_resource(),
+                name,
+                &[(
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update".into(),
+                )],
+            ));
+        }
         if let Some(v) = expected
             && resource_version(&current) != Some(v)
         {
@@ -677,7 +710,19 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        // An apply computed the managed fields already; a `/status` write
+        // keeps the rest of the current metadata, but not its old entries.
+        let applied_fields =
+            fields_tracked.then(|| body.pointer("/metadata/managedFields").cloned());
         let mut new = merge_scope(current, body, scope);
+        if let Some(entries) = applied_fields
+            && let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            match entries {
+                Some(v) => meta.insert("managedFields".into(), v),
+                None => meta.remove("managedFields"),
+            };
+        }
         if rt.crd.is_none() {
             crate::defaults::apply(&rt.group, &rt.kind, &mut new, Some(current));
         }
@@ -784,7 +829,7 @@ impl Api {
             fields::track_update(
                 Some(current),
                 &mut new,
-                &Self::writer(opts, &now, &gv, scope),
+                &Self::writer(rt, opts, &now, &gv, scope),
             );
         }
         let key = Self::key(
@@ -973,6 +1018,7 @@ impl Api {
                 api_version: &gv,
                 time: &now,
                 scope,
+                custom: rt.crd.is_some(),
             };
             let current = self.store.get(&Self::key(rt, namespace, name));
             let Some(current) = current else {
@@ -982,16 +1028,21 @@ impl Api {
                 // Apply creates what does not exist.
                 let mut object = applied.clone();
                 object["metadata"]["name"] = json!(name);
-                let prepared = self.prepare_create(rt, namespace, object)?;
-                let mut object = fields::apply(None, &prepared, &writer, opts.force)
+                let mut prepared = self.prepare_create(rt, namespace, object.clone())?;
+                // The applier owns what it applied; the defaults the server
+                // filled in, and the status it set at creation (a CRD's
+                // Established, a Namespace's phase), are nobody's.
+                let owned = fields::apply(None, &object, &writer, opts.force)
                     .map_err(|c| conflict_error(rt, name, &c))?;
-                // The status the server sets at creation (a CRD's
-                // Established, a Namespace's phase) is not the applier's.
-                if let Some(status) = prepared.get("status")
-                    && object.get("status").is_none()
-                {
-                    object["status"] = status.clone();
+                match owned.pointer("/metadata/managedFields") {
+                    Some(entries) => prepared["metadata"]["managedFields"] = entries.clone(),
+                    None => {
+                        if let Some(m) = prepared["metadata"].as_object_mut() {
+                            m.remove("managedFields");
+                        }
+                    }
                 }
+                let object = prepared;
                 match self.store_create(rt, namespace, object, opts.dry_run) {
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     other => return other,
@@ -1320,6 +1371,17 @@ fn has_generation(rt: &ResourceType) -> bool {
     )
 }
 
+/// Whether kube-apiserver's strategy for the kind takes a PUT without a
+/// resourceVersion as "replace whatever is there": the built-in kinds
+/// served here do, but custom resources, CRDs and Leases do not.
+fn allows_unconditional_update(rt: &ResourceType) -> bool {
+    rt.crd.is_none()
+        && !matches!(
+            (rt.group.as_str(), rt.kind.as_str()),
+            ("apiextensions.k8s.io", "CustomResourceDefinition") | ("coordination.k8s.io", "Lease")
+        )
+}
+
 /// Whether an update moves `metadata.generation`: anything but metadata
 /// and status changed, or, for a Deployment (whose strategy compares them
 /// too), its annotations.
@@ -1539,35 +1601,40 @@ fn conflict_error(rt: &ResourceType, name: &str, conflicts: &[fields::Conflict])
         .map(|c| {
             json!({
                 "reason": "FieldManagerConflict",
-                "message": format!("conflict with \"{}\"", c.manager),
+                "message": format!("conflict with {}", c.owner()),
                 "field": c.field(),
             })
         })
         .collect();
-    // Worded as a real server words it, which kubectl explains further.
+    // Worded as kube-apiserver words it: one conflict on one line, several
+    // grouped by owner (owners in lexical order), which kubectl explains
+    // further.
     let message = match conflicts {
         [one] => format!(
-            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
-            one.manager,
-            one.api_version,
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.owner(),
             one.field()
         ),
         many => {
-            let list: Vec<String> = many
+            let mut owners: Vec<(&str, &str, String)> = many
                 .iter()
-                .map(|c| {
-                    format!(
-                        "conflict with \"{}\" using {}: {}",
-                        c.manager,
-                        c.api_version,
-                        c.field()
-                    )
-                })
+                .map(|c| (c.manager.as_str(), c.operation.as_str(), c.owner()))
                 .collect();
+            owners.sort();
+            owners.dedup();
+            let mut lines = Vec::new();
+            for (_, _, owner) in owners {
+                lines.push(format!("conflicts with {owner}:"));
+                lines.extend(
+                    many.iter()
+                        .filter(|c| c.owner() == owner)
+                        .map(|c| format!("- {}", c.field())),
+                );
+            }
             format!(
                 "Apply failed with {} conflicts: {}",
                 many.len(),
-                list.join("\n")
+                lines.join("\n")
             )
         }
     };

@@ -15,6 +15,18 @@ pub fn apply(group: &str, kind: &str, object: &mut Value, old: Option<&Value>) {
         return;
     };
     match (group, kind) {
+        ("", "Namespace") => {
+            // As kube-apiserver's namespace strategy does on every write:
+            // the label always names the namespace.
+            let name = o
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let meta = map_at(o, "metadata");
+            map_at(meta, "labels").insert(NAMESPACE_NAME_LABEL.into(), json!(name));
+        }
         ("", "Secret") => {
             o.entry("type").or_insert(json!("Opaque"));
         }
@@ -64,6 +76,20 @@ pub fn apply(group: &str, kind: &str, object: &mut Value, old: Option<&Value>) {
             pod_template(s, "Always");
         }
         ("batch", "Job") => {
+            // A Job without labels takes its pod template's.
+            let template_labels = o
+                .get("spec")
+                .and_then(|s| s.pointer("/template/metadata/labels"))
+                .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                .cloned();
+            let meta = map_at(o, "metadata");
+            let unlabeled = meta
+                .get("labels")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty);
+            if let (Some(labels), true) = (template_labels, unlabeled) {
+                meta.insert("labels".into(), labels);
+            }
             let s = spec(o);
             s.entry("parallelism").or_insert(json!(1));
             s.entry("backoffLimit").or_insert(json!(6));
@@ -78,6 +104,40 @@ pub fn apply(group: &str, kind: &str, object: &mut Value, old: Option<&Value>) {
         }
         _ => {}
     }
+}
+
+/// The label kube-apiserver keeps on every Namespace, naming it.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A new Job's generated selector, as kube-apiserver's Job strategy makes
+/// it unless `spec.manualSelector` is true: the pod template is labelled
+/// with the Job's name and uid (in the legacy and the `batch.kubernetes.io/`
+/// forms, leaving labels the user set alone), and the selector matches the
+/// uid.
+pub fn job_selector(object: &mut Value) {
+    let name = object
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or_default();
+    let uid = object.pointer("/metadata/uid").cloned().unwrap_or_default();
+    let Some(o) = object.as_object_mut() else {
+        return;
+    };
+    let s = spec(o);
+    if s.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let template_meta = map_at(map_at(s, "template"), "metadata");
+    let labels = map_at(template_meta, "labels");
+    for key in ["job-name", "batch.kubernetes.io/job-name"] {
+        labels.entry(key).or_insert(name.clone());
+    }
+    for key in ["controller-uid", "batch.kubernetes.io/controller-uid"] {
+        labels.entry(key).or_insert(uid.clone());
+    }
+    map_at(map_at(s, "selector"), "matchLabels")
+        .entry("batch.kubernetes.io/controller-uid")
+        .or_insert(uid);
 }
 
 fn spec(o: &mut Map<String, Value>) -> &mut Map<String, Value> {
@@ -318,5 +378,48 @@ mod tests {
             defaulted("", "ConfigMap", json!({"data": {}})),
             json!({"data": {}})
         );
+    }
+
+    #[test]
+    fn namespaces_are_labelled_with_their_name_always() {
+        let ns = defaulted(
+            "",
+            "Namespace",
+            json!({"metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "other", "team": "a"}}}),
+        );
+        assert_eq!(
+            ns["metadata"]["labels"],
+            json!({"kubernetes.io/metadata.name": "shop", "team": "a"})
+        );
+    }
+
+    #[test]
+    fn jobs_take_template_labels_and_a_generated_selector() {
+        let mut job = defaulted(
+            "batch",
+            "Job",
+            json!({"metadata": {"name": "migrate", "uid": "u-1"},
+                   "spec": {"template": {"metadata": {"labels": {"app": "db"}}, "spec": {}}}}),
+        );
+        job_selector(&mut job);
+        assert_eq!(job["metadata"]["labels"], json!({"app": "db"}));
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "db", "job-name": "migrate", "batch.kubernetes.io/job-name": "migrate",
+                   "controller-uid": "u-1", "batch.kubernetes.io/controller-uid": "u-1"})
+        );
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        // With a manual selector nothing is generated.
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"x": "y"}}, "template": {}}});
+        job_selector(&mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"x": "y"}})
+        );
+        assert!(manual.pointer("/spec/template/metadata").is_none());
     }
 }

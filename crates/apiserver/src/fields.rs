@@ -380,6 +380,106 @@ pub struct Writer<'a> {
     pub api_version: &'a str,
     pub time: &'a str,
     pub scope: Scope,
+    /// A custom resource: stored as plain JSON, so every map an update
+    /// adds is a node its writer owns (see [`new_map_nodes`]).
+    pub custom: bool,
+}
+
+/// The maps of a built-in kind that are Go maps (nil until set), and so,
+/// as on kube-apiserver, owned as a node (`.`) by the update that adds
+/// them. A built-in's struct fields (`spec`, `template`, ...) never are.
+const MAP_FIELDS: &[&str] = &[
+    "labels",
+    "annotations",
+    "data",
+    "binaryData",
+    "stringData",
+    "matchLabels",
+    "nodeSelector",
+    "limits",
+    "requests",
+];
+
+/// The `.` markers of the non-empty maps `new` has and `old` had not: a
+/// non-apply write owns the node of every map it adds (the structured
+/// merge diff counts an added map as a field of its own), so its entry
+/// outlives the map's leaves and the map survives another manager's
+/// removals. Top-level `metadata` is never a node anybody owns.
+fn new_map_nodes(old: Option<&Value>, new: &Value, w: &Writer<'_>) -> BTreeSet<Path> {
+    fn walk(
+        value: &Value,
+        path: &mut Path,
+        old: Option<&Value>,
+        custom: bool,
+        out: &mut BTreeSet<Path>,
+    ) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                let named = path.last().and_then(|s| s.strip_prefix("f:"));
+                let eligible = path.len() > 1 || path.first().is_some_and(|s| s != "f:metadata");
+                if eligible
+                    && (custom || named.is_some_and(|n| MAP_FIELDS.contains(&n)))
+                    && old.and_then(|o| get_at(o, path)).is_none()
+                {
+                    let mut marker = path.clone();
+                    marker.push(".".into());
+                    out.insert(marker);
+                }
+                for (k, v) in map {
+                    if path.len() == 1
+                        && path[0] == "f:metadata"
+                        && SERVER_METADATA.contains(&k.as_str())
+                    {
+                        continue;
+                    }
+                    path.push(format!("f:{k}"));
+                    walk(v, path, old, custom, out);
+                    path.pop();
+                }
+            }
+            Value::Array(items) if !items.is_empty() => {
+                let name = path
+                    .last()
+                    .and_then(|s| s.strip_prefix("f:"))
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(keys) = list_keys(&name, items) {
+                    for (item, key) in items.iter().zip(keys) {
+                        path.push(key);
+                        // The item's own marker is the list's business.
+                        if let Value::Object(m) = item {
+                            for (k, v) in m {
+                                path.push(format!("f:{k}"));
+                                walk(v, path, old, custom, out);
+                                path.pop();
+                            }
+                        }
+                        path.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    let Some(map) = new.as_object() else {
+        return out;
+    };
+    for (k, v) in map {
+        let keep = match w.scope {
+            Scope::StatusOnly => k == "status",
+            Scope::NoStatus => k != "status",
+            Scope::All => true,
+        };
+        if keep && k != "apiVersion" && k != "kind" {
+            walk(v, &mut vec![format!("f:{k}")], old, w.custom, &mut out);
+        }
+    }
+    out
+}
+
+fn is_marker(p: &Path) -> bool {
+    p.last().map(String::as_str) == Some(".")
 }
 
 /// Records a non-apply write (create, update, patch): the writer takes
@@ -389,20 +489,23 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
     let mut managers = read_managers(old.unwrap_or(&Value::Null));
     let now_all = field_set(new, Scope::All);
     for m in &mut managers {
-        m.fields.retain(|p| now_all.contains(p));
+        // A node (`.`) stays owned while its map or item exists.
+        m.fields
+            .retain(|p| now_all.contains(p) || (is_marker(p) && get_at(new, p).is_some()));
     }
-    let changed: BTreeSet<Path> = field_set(new, w.scope)
+    let mut changed: BTreeSet<Path> = field_set(new, w.scope)
         .into_iter()
         .filter(|p| {
             let before = old.and_then(|o| get_at(o, p));
             // A list item's marker changes only when the item is new.
-            if p.last().map(String::as_str) == Some(".") {
+            if is_marker(p) {
                 before.is_none()
             } else {
                 before != get_at(new, p)
             }
         })
         .collect();
+    changed.extend(new_map_nodes(old, new, w));
     if !changed.is_empty() {
         for m in &mut managers {
             m.fields.retain(|p| !changed.contains(p));
@@ -431,11 +534,31 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conflict {
     pub manager: String,
+    pub operation: String,
     pub api_version: String,
+    pub time: String,
+    pub subresource: Option<String>,
     pub path: Path,
 }
 
 impl Conflict {
+    /// The owner as kube-apiserver names it in a conflict: `"name"`, then
+    /// `with subresource "status"` for a subresource's entry, then, for an
+    /// Update (not an Apply) owner, `using v1 at <time>`.
+    pub fn owner(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation != "Apply" {
+            out.push_str(&format!(" using {}", self.api_version));
+            if !self.time.is_empty() {
+                out.push_str(&format!(" at {}", self.time));
+            }
+        }
+        out
+    }
+
     /// `.spec.replicas`, `.spec.containers[name="web"].image`.
     pub fn field(&self) -> String {
         let mut out = String::new();
@@ -483,7 +606,10 @@ pub fn apply(
             if get_at(live_obj, p) != get_at(applied, p) {
                 conflicts.push(Conflict {
                     manager: m.manager.clone(),
+                    operation: m.operation.clone(),
                     api_version: m.api_version.clone(),
+                    time: m.time.clone(),
+                    subresource: m.subresource.clone(),
                     path: p.clone(),
                 });
             }
@@ -524,9 +650,11 @@ pub fn apply(
     merge_applied(&mut object, &body, "");
 
     for m in &mut managers {
-        if conflicts.iter().any(|c| c.manager == m.manager) {
-            m.fields.retain(|p| !conflicts.iter().any(|c| &c.path == p));
-        }
+        let theirs = |c: &&Conflict| {
+            c.manager == m.manager && c.operation == m.operation && c.subresource == m.subresource
+        };
+        let lost: Vec<&Path> = conflicts.iter().filter(theirs).map(|c| &c.path).collect();
+        m.fields.retain(|p| !lost.contains(&p));
     }
     managers.retain(|m| !m.is(w.manager, "Apply", sub));
     managers.push(Manager {
@@ -558,6 +686,7 @@ mod tests {
             api_version: "v1",
             time: "2026-01-01T00:00:00Z",
             scope: Scope::All,
+            custom: false,
         }
     }
 
@@ -599,8 +728,88 @@ mod tests {
         let mut obj = cm(json!({"a": "1"}));
         track_update(None, &mut obj, &writer("kubectl"));
         let tree = &obj["metadata"]["managedFields"][0]["fieldsV1"];
-        assert_eq!(tree, &json!({"f:data": {"f:a": {}}}));
-        assert_eq!(read_managers(&obj)[0].fields.len(), 1);
+        // `data` is a map the create added: its node is owned too.
+        assert_eq!(tree, &json!({"f:data": {".": {}, "f:a": {}}}));
+        assert_eq!(read_managers(&obj)[0].fields.len(), 2);
+    }
+
+    #[test]
+    fn updates_own_the_maps_they_add_and_keep_them_while_they_exist() {
+        let custom = Writer {
+            custom: true,
+            ..writer("kubectl-create")
+        };
+        let mut cr = json!({
+            "metadata": {"name": "w", "labels": {"app": "web"}},
+            "spec": {"size": 1, "ref": {"name": "x"}, "ports": [{"name": "http", "port": 80}]}
+        });
+        track_update(None, &mut cr, &custom);
+        assert_eq!(
+            cr["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({
+                "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                "f:spec": {
+                    ".": {},
+                    "f:ports": {"k:{\"name\":\"http\"}": {".": {}, "f:name": {}, "f:port": {}}},
+                    "f:ref": {".": {}, "f:name": {}},
+                    "f:size": {}
+                }
+            })
+        );
+        // A built-in's struct fields are not nodes; its Go maps are.
+        let mut d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "replicas": 1}});
+        track_update(None, &mut d, &writer("kubectl-create"));
+        assert_eq!(
+            d["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:spec": {"f:replicas": {}, "f:selector": {"f:matchLabels": {".": {}, "f:a": {}}}}})
+        );
+        // Another writer takes every leaf: the first still owns the nodes,
+        // so its entry survives, as on a real server.
+        let old = cr.clone();
+        cr["spec"]["size"] = json!(2);
+        cr["spec"]["ref"]["name"] = json!("y");
+        cr["spec"]["ports"][0]["port"] = json!(81);
+        cr["metadata"]["labels"]["app"] = json!("api");
+        track_update(
+            Some(&old),
+            &mut cr,
+            &Writer {
+                custom: true,
+                ..writer("edit")
+            },
+        );
+        let first = read_managers(&cr)
+            .into_iter()
+            .find(|m| m.manager == "kubectl-create")
+            .expect("the entry survives");
+        assert!(
+            first
+                .fields
+                .iter()
+                .all(|p| is_marker(p) || p.last().unwrap() == "f:name"),
+            "{first:?}"
+        );
+        // Once the map is gone, so is its node.
+        let old = cr.clone();
+        cr["spec"].as_object_mut().unwrap().remove("ref");
+        track_update(
+            Some(&old),
+            &mut cr,
+            &Writer {
+                custom: true,
+                ..writer("edit")
+            },
+        );
+        let first = read_managers(&cr)
+            .into_iter()
+            .find(|m| m.manager == "kubectl-create")
+            .unwrap();
+        assert!(
+            !first
+                .fields
+                .iter()
+                .any(|p| p.contains(&"f:ref".to_string()))
+        );
     }
 
     #[test]
@@ -640,6 +849,28 @@ mod tests {
         assert_eq!(forced["data"]["a"], "2");
         let m = read_managers(&forced);
         assert!(!m.iter().any(|m| m.manager == "kubectl-edit"), "{m:?}");
+    }
+
+    #[test]
+    fn conflicts_name_update_owners_with_version_and_time_and_apply_owners_bare() {
+        let c = |operation: &str, subresource: Option<&str>| Conflict {
+            manager: "kubectl-edit".into(),
+            operation: operation.into(),
+            api_version: "v1".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            subresource: subresource.map(str::to_owned),
+            path: vec!["f:data".into(), "f:a".into()],
+        };
+        assert_eq!(
+            c("Update", None).owner(),
+            r#""kubectl-edit" using v1 at 2026-01-01T00:00:00Z"#
+        );
+        assert_eq!(c("Apply", None).owner(), r#""kubectl-edit""#);
+        assert_eq!(
+            c("Apply", Some("status")).owner(),
+            r#""kubectl-edit" with subresource "status""#
+        );
+        assert_eq!(c("Apply", None).field(), ".data.a");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod http;
 pub mod jsonpath;
 pub mod limits;
 pub mod meta;
+pub mod normalize;
 pub mod openapi;
 pub mod protobuf;
 pub mod registry;

@@ -51,6 +51,19 @@ pub fn name_suffix() -> String {
         .collect()
 }
 
+/// A name from a `generateName` prefix, as kube-apiserver's
+/// `SimpleNameGenerator` makes it: a prefix longer than 58 characters is
+/// cut to 58 so that, with the 5 random characters, the name stays within
+/// the 63 a label-shaped name may have.
+pub fn generate_name(prefix: &str) -> String {
+    const MAX_PREFIX: usize = 63 - 5;
+    let mut cut = prefix.len().min(MAX_PREFIX);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &prefix[..cut], name_suffix())
+}
+
 /// Now, as an RFC 3339 timestamp with second precision (`metav1.Time`).
 pub fn now_rfc3339() -> String {
     format_rfc3339(SystemTime::now())
@@ -220,6 +233,12 @@ mod tests {
         assert_eq!(&a[14..15], "4", "{a}");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
         assert_eq!(name_suffix().len(), 5);
+        let long = "p".repeat(80);
+        let name = generate_name(&long);
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with(&"p".repeat(58)));
+        assert_eq!(generate_name("web-").len(), 9);
+        assert!(generate_name(&"é".repeat(40)).len() <= 63);
     }
 
     #[test]

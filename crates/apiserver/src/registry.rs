@@ -46,6 +46,16 @@ impl ResourceType {
         }
     }
 
+    /// `widgets.example.com`, `leases.coordination.k8s.io`, `configmaps`:
+    /// how kube-apiserver names a resource in some errors.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     pub fn group_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()

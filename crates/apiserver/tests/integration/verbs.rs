@@ -696,6 +696,227 @@ async fn server_side_apply_owns_fields_conflicts_and_removes() {
 }
 
 #[tokio::test]
+async fn quantities_are_stored_in_canonical_form() {
+    let (_s, client) = setup().await;
+    let api: Api<Deployment> = Api::default_namespaced(client.clone());
+    let deploy = |cpu: serde_json::Value, memory: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "q"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "q"}},
+                "template": {
+                    "metadata": {"labels": {"app": "q"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
+                }
+            }
+        })
+    };
+    let pp = PatchParams::apply("agent");
+    let created = api
+        .patch("q", &pp, &Patch::Apply(deploy(json!(0.5), "1024Mi")))
+        .await
+        .unwrap();
+    let requests = |d: &Deployment| {
+        serde_json::to_value(
+            &d.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests,
+        )
+        .unwrap()
+    };
+    assert_eq!(requests(&created), json!({"cpu": "500m", "memory": "1Gi"}));
+    // Applying the same request again, in either notation, changes nothing.
+    for (cpu, memory) in [(json!(0.5), "1024Mi"), (json!("500m"), "1Gi")] {
+        let again = api
+            .patch("q", &pp, &Patch::Apply(deploy(cpu, memory)))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.metadata.resource_version,
+            created.metadata.resource_version,
+            "{}\n{}",
+            serde_json::to_string(&created).unwrap(),
+            serde_json::to_string(&again).unwrap()
+        );
+    }
+    // What is no quantity is refused, in the real server's words.
+    let e = api_err(
+        api.patch("q", &pp, &Patch::Apply(deploy(json!("half"), "1Gi")))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        e.message,
+        "Deployment in version \"v1\" cannot be handled as a Deployment: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    );
+}
+
+#[tokio::test]
+async fn put_without_resource_version_only_where_the_kind_allows_it() {
+    let (_s, client) = setup().await;
+    // A ConfigMap may be replaced unconditionally...
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("u", json!({})))
+        .await
+        .unwrap();
+    let replaced = api
+        .replace("u", &PostParams::default(), &cm("u", json!({"v": "2"})))
+        .await
+        .unwrap();
+    assert_eq!(replaced.metadata.labels.unwrap()["v"], "2");
+    // ...a custom resource (and a Lease) may not, in the real server's words.
+    let w = widgets(&client).await;
+    w.create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let e = api_err(
+        w.replace("w", &PostParams::default(), &widget("w", 2))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "widgets.example.com \"w\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    );
+    assert_eq!(w.get("w").await.unwrap().data["spec"]["size"], 1);
+    let mut current = w.get("w").await.unwrap();
+    current.data["spec"]["size"] = json!(3);
+    let ok = w
+        .replace("w", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(ok.data["spec"]["size"], 3);
+    let leases: Api<DynamicObject> = Api::default_namespaced_with(
+        client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+            "leases",
+        ),
+    );
+    let lease: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let e = api_err(leases.replace("l", &PostParams::default(), &lease).await);
+    assert_eq!(e.code, 422, "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("leases.coordination.k8s.io \"l\" is invalid"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn status_apply_owns_its_fields_and_removes_what_it_stops_applying() {
+    let (_s, client) = setup().await;
+    let w = widgets(&client).await;
+    w.create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let status = |s: serde_json::Value| {
+        Patch::Apply(json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": s}))
+    };
+    let ctrl = PatchParams::apply("ctrl").force();
+    w.patch_status(
+        "w",
+        &ctrl,
+        &status(json!({"summary": {"desiredReady": 8, "ready": 7, "notReady": 1}})),
+    )
+    .await
+    .unwrap();
+    let got = w.get("w").await.unwrap();
+    let entries = got.metadata.managed_fields.clone().unwrap();
+    let entry = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some("ctrl"))
+        .expect("the status apply has its managedFields entry");
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    assert_eq!(
+        entry.fields_v1.as_ref().unwrap().0,
+        json!({"f:status": {"f:summary": {"f:desiredReady": {}, "f:notReady": {}, "f:ready": {}}}})
+    );
+    // The next apply no longer names notReady: the server removes it.
+    let st = w
+        .patch_status(
+            "w",
+            &ctrl,
+            &status(json!({"summary": {"desiredReady": 8, "ready": 8}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        st.data["status"],
+        json!({"summary": {"desiredReady": 8, "ready": 8}})
+    );
+    // A main-resource apply by the same manager is a separate entry and
+    // leaves the status alone.
+    w.patch(
+        "w",
+        &ctrl,
+        &Patch::Apply(
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"size": 2}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let got = w.get("w").await.unwrap();
+    assert_eq!(got.data["status"]["summary"]["ready"], 8);
+    let ctrl_entries: Vec<_> = got
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.manager.as_deref() == Some("ctrl"))
+        .map(|e| e.subresource)
+        .collect();
+    assert_eq!(ctrl_entries.len(), 2, "{ctrl_entries:?}");
+
+    // Conflicts name the owner as kube-apiserver does: an Apply owner by
+    // name, its subresource, and several conflicts grouped by owner.
+    let e = api_err(
+        w.patch_status(
+            "w",
+            &PatchParams::apply("other"),
+            &status(json!({"summary": {"desiredReady": 1, "ready": 0}})),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 409);
+    assert_eq!(
+        e.message,
+        "Apply failed with 2 conflicts: conflicts with \"ctrl\" with subresource \"status\":\n\
+         - .status.summary.desiredReady\n- .status.summary.ready"
+    );
+    let e = api_err(
+        w.patch_status(
+            "w",
+            &PatchParams::apply("other"),
+            &status(json!({"summary": {"ready": 0}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        e.message,
+        "Apply failed with 1 conflict: conflict with \"ctrl\" with subresource \"status\": .status.summary.ready"
+    );
+}
+
+#[tokio::test]
 async fn dry_run_stores_nothing() {
     let (_s, client) = setup().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
