@@ -6,9 +6,40 @@
 //! is not drift. A list must keep its length, and each element is compared
 //! the same way. `diff.comparePatches` entries that match the object
 //! remove paths from both sides first.
+//!
+//! Both sides are compared as a real API server stores them, so that a
+//! server's canonical form is never reported as drift:
+//! - resource quantities (`limits`, `requests`, `overhead`, `hard`,
+//!   `sizeLimit`) compare by value: `0.5` is `500m`, `1024Mi` is `1Gi`;
+//! - numbers compare by value (`1` is `1.0`), and an int-or-string field
+//!   (`targetPort`, `maxSurge`, ...) written `8080` or `"8080"` is the same;
+//! - a field applied empty (`{}`, `[]`, `""`, `false`, `0`, `null`) and
+//!   absent from the live object was dropped by the server, not changed;
+//! - a Secret's `stringData` is compared as the `data` it becomes.
 
+use base64::Engine;
 use flotilla_api::ComparePatch;
+use flotilla_api::quantity;
 use serde_json::Value;
+
+/// Maps whose values are resource quantities.
+const QUANTITY_MAPS: &[&str] = &[
+    "limits",
+    "requests",
+    "overhead",
+    "hard",
+    "capacity",
+    "allocatable",
+];
+
+/// Int-or-string fields of the built-in kinds the agent applies.
+const INT_OR_STRING: &[&str] = &[
+    "targetPort",
+    "port",
+    "maxSurge",
+    "maxUnavailable",
+    "minAvailable",
+];
 
 /// At most this many differences are described; the rest are counted.
 const MAX_DESCRIBED: usize = 3;
@@ -28,6 +59,7 @@ pub fn drift(
         .collect();
     let mut desired = desired.clone();
     let mut live = live.clone();
+    fold_string_data(&mut desired);
     for obj in [&mut desired, &mut live] {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
@@ -50,8 +82,42 @@ pub fn drift(
     }
     let mut out = Vec::new();
     let show = if hide_values { hidden } else { shown };
-    compare(&desired, &live, &mut String::new(), &mut out, show);
+    compare(
+        &desired,
+        &live,
+        &mut String::new(),
+        Key::default(),
+        &mut out,
+        show,
+    );
     out
+}
+
+/// A Secret's `stringData` as the server stores it: base64 in `data`,
+/// overriding a `data` key of the same name.
+fn fold_string_data(obj: &mut Value) {
+    if obj.get("kind").and_then(Value::as_str) != Some("Secret")
+        || obj.get("apiVersion").and_then(Value::as_str) != Some("v1")
+    {
+        return;
+    }
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let data = obj
+        .as_object_mut()
+        .expect("checked")
+        .entry("data")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in strings {
+            if let Some(text) = v.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(k, Value::String(encoded));
+            }
+        }
+    }
 }
 
 /// A short sentence for `modifiedStatus.patch`.
@@ -127,10 +193,48 @@ fn shown(v: &Value) -> String {
     }
 }
 
+/// Where a value sits: its own key and its parent map's key.
+#[derive(Clone, Copy, Default)]
+struct Key<'a> {
+    name: &'a str,
+    parent: &'a str,
+}
+
+/// A value the server drops when it is applied (Go's `omitempty`).
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+    }
+}
+
+/// Whether two leaves are the same value as the server stores it.
+fn same_leaf(key: Key<'_>, want: &Value, have: &Value) -> bool {
+    if want == have {
+        return true;
+    }
+    match (want, have) {
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => return true,
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n))
+            if INT_OR_STRING.contains(&key.name) && n.to_string() == *s =>
+        {
+            return true;
+        }
+        _ => {}
+    }
+    let quantities = QUANTITY_MAPS.contains(&key.parent) || key.name == "sizeLimit";
+    quantities && quantity::same(want, have)
+}
+
 fn compare(
     desired: &Value,
     live: &Value,
     path: &mut String,
+    key: Key<'_>,
     out: &mut Vec<String>,
     show: fn(&Value) -> String,
 ) {
@@ -142,9 +246,13 @@ fn compare(
                     path.push('.');
                 }
                 path.push_str(k);
+                let child = Key {
+                    name: k,
+                    parent: key.name,
+                };
                 match have.get(k) {
-                    Some(h) => compare(w, h, path, out, show),
-                    None if w.is_null() => {}
+                    Some(h) => compare(w, h, path, child, out, show),
+                    None if is_empty(w) => {}
                     None => out.push(format!("{path}: applied {}, found none", show(w))),
                 }
                 path.truncate(len);
@@ -162,12 +270,12 @@ fn compare(
             for (i, (w, h)) in want.iter().zip(have).enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                compare(w, h, path, out, show);
+                compare(w, h, path, key, out, show);
                 path.truncate(len);
             }
         }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        (w, h) if w == h => {}
+        (w, Value::Null) if is_empty(w) => {}
+        (w, h) if same_leaf(key, w, h) => {}
         (w, h) => out.push(format!("{path}: applied {}, found {}", show(w), show(h))),
     }
 }
@@ -237,6 +345,127 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn what_the_server_canonicalizes_is_not_drift() {
+        let with = |requests: Value, limits: Value| {
+            let mut d = deploy(2, "nginx:1");
+            d["spec"]["template"]["spec"]["containers"][0]["resources"] =
+                json!({"requests": requests, "limits": limits});
+            d
+        };
+        // Every notation Kubernetes accepts, against what it stores, both
+        // ways round.
+        for (applied, stored) in [
+            (json!(0.5), json!("500m")),
+            (json!("0.5"), json!("500m")),
+            (json!(1), json!("1")),
+            (json!("1000m"), json!("1")),
+            (json!("1.5"), json!("1500m")),
+            (json!("1024Mi"), json!("1Gi")),
+            (json!("0.5Gi"), json!("512Mi")),
+            (json!("1e3"), json!("1e3")),
+            (json!("1000e0"), json!("1e3")),
+            (json!("2000M"), json!("2G")),
+            (json!("0.0000000001"), json!("1n")),
+        ] {
+            let want = with(
+                json!({"cpu": applied.clone()}),
+                json!({"memory": applied.clone()}),
+            );
+            let have = with(
+                json!({"cpu": stored.clone()}),
+                json!({"memory": stored.clone()}),
+            );
+            assert_eq!(
+                drift(&want, &have, &[], false),
+                Vec::<String>::new(),
+                "{applied} vs {stored}"
+            );
+            assert_eq!(
+                drift(&have, &want, &[], false),
+                Vec::<String>::new(),
+                "{stored} vs {applied}"
+            );
+        }
+        // A real change is still one, named once, with both values.
+        assert_eq!(
+            drift(
+                &with(json!({"cpu": 0.5}), json!({})),
+                &with(json!({"cpu": "600m"}), json!({})),
+                &[],
+                false
+            ),
+            [
+                "spec.template.spec.containers[0].resources.requests.cpu: applied 0.5, found \"600m\""
+            ]
+        );
+        // Only quantities compare as quantities.
+        let cm = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"cpu": v}});
+        assert_eq!(drift(&cm("0.5"), &cm("500m"), &[], false).len(), 1);
+
+        // Int-or-string, numbers, and what the server drops when empty.
+        let svc = |port: Value, extra: Value| {
+            let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                "spec": {"ports": [{"port": 80, "targetPort": port}]}});
+            s["spec"]
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            s
+        };
+        let want = svc(
+            json!(8080),
+            json!({"selector": {}, "externalIPs": [], "loadBalancerIP": "", "publishNotReadyAddresses": false, "healthCheckNodePort": 0}),
+        );
+        assert!(drift(&want, &svc(json!("8080"), json!({})), &[], false).is_empty());
+        assert!(
+            drift(
+                &svc(json!(80.0), json!({})),
+                &svc(json!(80), json!({})),
+                &[],
+                false
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            drift(
+                &svc(json!(8080), json!({})),
+                &svc(json!("http"), json!({})),
+                &[],
+                false
+            ),
+            [r#"spec.ports[0].targetPort: applied 8080, found "http""#]
+        );
+        assert_eq!(
+            drift(
+                &svc(json!(1), json!({"publishNotReadyAddresses": true})),
+                &svc(json!(1), json!({})),
+                &[],
+                false
+            ),
+            ["spec.publishNotReadyAddresses: applied true, found none"]
+        );
+
+        // A Secret's stringData is the data it becomes.
+        let secret = |fields: Value| {
+            let mut s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+            s.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            s
+        };
+        let want = secret(
+            json!({"stringData": {"user": "admin"}, "data": {"user": "b2xk", "other": "eA=="}}),
+        );
+        let have = secret(json!({"data": {"user": "YWRtaW4=", "other": "eA=="}, "type": "Opaque"}));
+        assert!(drift(&want, &have, &[], true).is_empty());
+        let changed = secret(json!({"data": {"user": "cm9vdA==", "other": "eA=="}}));
+        assert_eq!(
+            drift(&want, &changed, &[], true),
+            ["data.user: applied (value hidden), found (value hidden)"]
+        );
     }
 
     #[test]
