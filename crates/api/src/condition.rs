@@ -16,6 +16,34 @@ pub const STALLED: &str = "Stalled";
 /// when a resource was rejected (the ErrApplied state).
 pub const DEPLOYED: &str = "Deployed";
 
+/// On a GitRepo or HelmOp, set by its own controller: True when the latest
+/// source (commit, chart) compiled into Bundles; Unknown while fetching or
+/// retrying a failure that may pass; False when stalled until the user
+/// changes something. The status controller derives Ready, Reconciling and
+/// Stalled from it, the Bundles and the clusters.
+pub const SYNCED: &str = "Synced";
+
+/// Sets a condition with any status (`True`, `False`, `Unknown`), keeping
+/// its transition time when the status did not change.
+pub fn set_synced(
+    conditions: &mut Vec<Condition>,
+    status: &str,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    set_status(
+        conditions,
+        SYNCED,
+        status,
+        reason,
+        message,
+        observed_generation,
+        now,
+    )
+}
+
 /// A condition to assert; [`set_condition`] fills in the transition time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionUpdate<'a> {
@@ -34,26 +62,46 @@ pub fn set_condition(
     now: &Time,
 ) -> bool {
     let status = if update.status { "True" } else { "False" };
-    let message = crate::summary::truncate(update.message, 1024);
-    match conditions.iter_mut().find(|c| c.type_ == update.type_) {
+    set_status(
+        conditions,
+        update.type_,
+        status,
+        update.reason,
+        update.message,
+        update.observed_generation,
+        now,
+    )
+}
+
+fn set_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    let message = crate::summary::truncate(message, 1024);
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {
             let before = existing.clone();
             if existing.status != status {
                 existing.last_transition_time = now.clone();
                 existing.status = status.to_owned();
             }
-            existing.reason = update.reason.to_owned();
+            existing.reason = reason.to_owned();
             existing.message = message;
-            existing.observed_generation = update.observed_generation;
+            existing.observed_generation = observed_generation;
             *existing != before
         }
         None => {
             conditions.push(Condition {
-                type_: update.type_.to_owned(),
+                type_: type_.to_owned(),
                 status: status.to_owned(),
-                reason: update.reason.to_owned(),
+                reason: reason.to_owned(),
                 message,
-                observed_generation: update.observed_generation,
+                observed_generation,
                 last_transition_time: now.clone(),
             });
             true

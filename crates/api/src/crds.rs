@@ -18,7 +18,44 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(known_formats_only)
+    .map(conditions_keyed_by_type)
     .collect()
+}
+
+/// Every `conditions` list is a map keyed by `type`, as Kubernetes' own
+/// are (`x-kubernetes-list-type: map`). Without it a real server treats
+/// the list as atomic: two field managers that each apply their own
+/// conditions (a GitRepo's controller its `Synced`, the status controller
+/// Ready, Reconciling and Stalled) would replace each other's on every
+/// write.
+fn conditions_keyed_by_type(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(props)) = map.get_mut("properties")
+                    && let Some(serde_json::Value::Object(conds)) = props.get_mut("conditions")
+                    && conds.get("type").and_then(|t| t.as_str()) == Some("array")
+                    && conds
+                        .get("items")
+                        .and_then(|i| i.get("required"))
+                        .and_then(|r| r.as_array())
+                        .is_some_and(|r| r.iter().any(|k| k == "type"))
+                {
+                    conds.insert("x-kubernetes-list-type".into(), "map".into());
+                    conds.insert(
+                        "x-kubernetes-list-map-keys".into(),
+                        serde_json::json!(["type"]),
+                    );
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(&crd).expect("a CRD serializes to JSON");
+    walk(&mut v);
+    serde_json::from_value(v).expect("a CRD with keyed conditions is still a CRD")
 }
 
 /// schemars names Rust's unsigned integers `format: uint32` (and `uint8`,
@@ -118,6 +155,38 @@ mod tests {
             yaml.contains("maximum: 4294967295"),
             "u32 fields keep their range"
         );
+    }
+
+    #[test]
+    fn every_conditions_list_is_keyed_by_type() {
+        fn walk(v: &serde_json::Value, found: &mut usize) {
+            if let Some(map) = v.as_object() {
+                // kstatus conditions (items with a required `type`), not
+                // other lists of that name (`ignore.conditions`).
+                if let Some(c) = map
+                    .get("properties")
+                    .and_then(|p| p.get("conditions"))
+                    .filter(|c| {
+                        c.pointer("/items/required")
+                            .and_then(|r| r.as_array())
+                            .is_some_and(|r| r.iter().any(|k| k == "type"))
+                    })
+                {
+                    assert_eq!(c["x-kubernetes-list-type"], "map", "{c}");
+                    assert_eq!(c["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+                    *found += 1;
+                }
+                map.values().for_each(|v| walk(v, found));
+            } else if let Some(items) = v.as_array() {
+                items.iter().for_each(|v| walk(v, found));
+            }
+        }
+        let mut found = 0;
+        for crd in all() {
+            walk(&serde_json::to_value(&crd).unwrap(), &mut found);
+        }
+        // GitRepo, HelmOp, Bundle, BundleDeployment, Cluster, ClusterGroup.
+        assert!(found >= 6, "{found}");
     }
 
     #[test]

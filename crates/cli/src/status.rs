@@ -95,21 +95,27 @@ pub fn rows(bds: &[BundleDeployment]) -> Vec<Row> {
 /// The GitRepo's headline: commit, clusters ready, what is wrong.
 pub fn summarize(repo: &GitRepo) -> RepoSummary {
     let status = repo.status.clone().unwrap_or_default();
-    let problems = status
-        .conditions
-        .iter()
-        .filter(|c| {
-            let bad = match c.type_.as_str() {
-                flotilla_api::condition::READY => c.status != "True",
-                flotilla_api::condition::STALLED | flotilla_api::condition::RECONCILING => {
-                    c.status == "True"
-                }
-                _ => false,
-            };
-            bad && !c.message.is_empty()
-        })
-        .map(|c| format!("{}: {}", c.type_, c.message))
-        .collect();
+    // Stalled or Reconciling says most; Ready only what they do not.
+    use flotilla_api::condition::{READY, RECONCILING, STALLED};
+    let mut problems: Vec<String> = Vec::new();
+    let mut said: Vec<&str> = Vec::new();
+    for (type_, bad_when) in [(STALLED, true), (RECONCILING, true), (READY, false)] {
+        for c in status.conditions.iter().filter(|c| c.type_ == type_) {
+            let bad = (c.status == "True") == bad_when;
+            if bad && !c.message.is_empty() && !said.contains(&c.message.as_str()) {
+                problems.push(format!("{}: {}", c.type_, c.message));
+                said.push(&c.message);
+            }
+        }
+    }
+    // The conditions carry the first problem; the display message all of
+    // them (the status controller joins them with "; ").
+    let named: Vec<String> = problems.clone();
+    for rest in status.display.message.split("; ").filter(|m| !m.is_empty()) {
+        if !named.iter().any(|p| p.ends_with(rest)) {
+            problems.push(format!("Also: {rest}"));
+        }
+    }
     RepoSummary {
         namespace: repo.metadata.namespace.clone().unwrap_or_default(),
         name: repo.metadata.name.clone().unwrap_or_default(),
@@ -358,9 +364,25 @@ mod tests {
             items: vec![],
         };
         let text = render(&report);
-        assert!(text.starts_with("GitRepo fleet-default/demo: commit 0123456789ab, clusters ready 2/3\n  Ready: web/deployment.yaml: line 3"), "{text}");
-        assert!(text.contains("  Stalled: web/"), "{text}");
+        assert!(text.starts_with("GitRepo fleet-default/demo: commit 0123456789ab, clusters ready 2/3\n  Stalled: web/deployment.yaml: line 3"), "{text}");
+        assert!(!text.contains("  Ready: web/"), "said once: {text}");
         assert!(!text.contains("ignored"), "{text}");
         assert!(text.ends_with("No bundle deployments.\n"), "{text}");
+
+        // Several problems: the first in the conditions, all of them in
+        // the display message; each is printed once.
+        let st = repo.status.as_mut().unwrap();
+        st.display.message = "web/deployment.yaml: line 3: bad indentation; bundle demo-web: targets[0].clusterSelector: unknown operator \"Inn\"".into();
+        let text = render(&Report {
+            gitrepo: Some(summarize(&repo)),
+            items: vec![],
+        });
+        assert!(
+            text.contains(
+                "  Also: bundle demo-web: targets[0].clusterSelector: unknown operator \"Inn\"\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("bad indentation").count(), 1, "{text}");
     }
 }

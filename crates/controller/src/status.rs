@@ -103,6 +103,19 @@ fn conditions(
     error: Option<(&str, String)>,
     generation: Option<i64>,
 ) -> Vec<Condition> {
+    kstatus(existing, summary, error, None, generation)
+}
+
+/// Ready / Reconciling / Stalled from, in order: a problem that needs the
+/// user (`error`: Stalled), one a controller is still working on
+/// (`progressing`: Reconciling), or the summary.
+fn kstatus(
+    existing: &[Condition],
+    summary: &BundleSummary,
+    error: Option<(&str, String)>,
+    progressing: Option<(&str, String)>,
+    generation: Option<i64>,
+) -> Vec<Condition> {
     let mut conds = existing.to_vec();
     let t = now();
     let all_ready = summary.ready == summary.desired_ready;
@@ -121,10 +134,17 @@ fn conditions(
             }
         })
         .unwrap_or_default();
-    let (ready, ready_reason, ready_message) = match &error {
-        Some((reason, message)) => (false, *reason, message.clone()),
-        None if all_ready => (true, "Ready", String::new()),
-        None => (false, "NotReady", first_non_ready.clone()),
+    let progressing = progressing.filter(|_| error.is_none());
+    let (ready, ready_reason, ready_message) = match (&error, &progressing) {
+        (Some((reason, message)), _) => (false, *reason, message.clone()),
+        (None, Some((reason, message))) => (false, *reason, message.clone()),
+        (None, None) if all_ready => (true, "Ready", String::new()),
+        (None, None) => (false, "NotReady", first_non_ready.clone()),
+    };
+    let reconciling = match &progressing {
+        Some((reason, message)) => Some((*reason, message.clone())),
+        None if error.is_none() && !all_ready => Some(("Progressing", first_non_ready.clone())),
+        None => None,
     };
     let updates = [
         ConditionUpdate {
@@ -136,17 +156,9 @@ fn conditions(
         },
         ConditionUpdate {
             type_: condition::RECONCILING,
-            status: error.is_none() && !all_ready,
-            reason: if error.is_none() && !all_ready {
-                "Progressing"
-            } else {
-                "Idle"
-            },
-            message: if error.is_none() {
-                &first_non_ready
-            } else {
-                ""
-            },
+            status: reconciling.is_some(),
+            reason: reconciling.as_ref().map_or("Idle", |(r, _)| r),
+            message: reconciling.as_ref().map_or("", |(_, m)| m.as_str()),
             observed_generation: generation,
         },
         ConditionUpdate {
@@ -203,6 +215,19 @@ where
     }
 }
 
+/// What stops a Bundle's deployments being written at all: targets that
+/// do not parse, or BundleDeployments the API refused.
+fn bundle_error(ctx: &Context, topo: &Topology, key: &ObjectKey) -> Option<(&'static str, String)> {
+    if let Some(e) = topo.bundle_errors.get(key) {
+        return Some(("InvalidTargets", e.to_string()));
+    }
+    ctx.deployment_write_errors
+        .lock()
+        .expect("write errors lock")
+        .get(key)
+        .map(|w| ("DeploymentWriteFailed", w.clone()))
+}
+
 async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let Some(b) = ctx.bundles.get(key) else {
         return Ok(());
@@ -215,12 +240,6 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
             let (state, message) = pair_state(ctx, &topo, key, &cluster);
             summary.add(state, &cluster.to_string(), &message);
         }
-        let write_error = ctx
-            .deployment_write_errors
-            .lock()
-            .expect("write errors lock")
-            .get(key)
-            .cloned();
         let values_error = (!rollout.value_errors.is_empty()).then(|| {
             let shown: Vec<String> = rollout
                 .value_errors
@@ -236,10 +255,9 @@ async fn bundle(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
                 if more > 0 { format!("; and {more} more") } else { String::new() }
             )
         });
-        let error = match (topo.bundle_errors.get(key), &rollout.plan, write_error) {
-            (Some(e), _, _) => Some(("InvalidTargets", e.to_string())),
-            (None, Err(e), _) => Some(("InvalidRolloutStrategy", e.clone())),
-            (None, Ok(_), Some(w)) => Some(("DeploymentWriteFailed", w)),
+        let error = match (bundle_error(ctx, &topo, key), &rollout.plan) {
+            (Some(e), _) => Some(e),
+            (None, Err(e)) => Some(("InvalidRolloutStrategy", e.clone())),
             _ => values_error.map(|m| ("InvalidValues", m)),
         };
         (summary, rollout, error)
@@ -363,26 +381,106 @@ fn rollup<'a>(
     (summary, ready, clusters.len() as u32)
 }
 
-/// The fields the status controller owns on a GitRepo or HelmOp (the
-/// owner's controller owns the rest), or `None` when they are current.
+/// What the status controller reads of a GitRepo or HelmOp it writes.
+struct Owner<'a> {
+    conditions: &'a [Condition],
+    summary: &'a BundleSummary,
+    ready_clusters: u32,
+    desired_ready_clusters: u32,
+    shown: &'a str,
+    state: &'a str,
+    message: &'a str,
+    generation: Option<i64>,
+}
+
+/// The kstatus conditions this controller owns on an owner.
+const OWNER_CONDITIONS: [&str; 3] = [condition::READY, condition::RECONCILING, condition::STALLED];
+
+/// The fields the status controller owns on a GitRepo or HelmOp (its own
+/// controller owns the rest, `Synced` among them), or `None` when they are
+/// current. The owner is Ready only when its source synced, none of its
+/// Bundles is blocked and every cluster is Ready; otherwise the first
+/// problem, in words, is the Ready (and Stalled or Reconciling) message,
+/// and all of them are the display message.
 fn owner_status(
-    old: (&BundleSummary, u32, u32, &str, &str),
+    ctx: &Context,
+    old: Owner<'_>,
+    bundles: &[ObjectKey],
     (summary, ready_clusters, desired_clusters): (BundleSummary, u32, u32),
 ) -> Option<Value> {
-    let (old_summary, old_ready, old_desired, old_shown, old_state) = old;
+    // (reason, message, stalled), the source's first.
+    let mut problems: Vec<(&str, String, bool)> = Vec::new();
+    match old.conditions.iter().find(|c| c.type_ == condition::SYNCED) {
+        None => problems.push(("Pending", "waiting for the first sync".into(), false)),
+        Some(c) if c.status == "True" => {}
+        Some(c) => problems.push((c.reason.as_str(), c.message.clone(), c.status == "False")),
+    }
+    {
+        let topo = ctx.topo();
+        for b in bundles {
+            if let Some((reason, message)) = bundle_error(ctx, &topo, b) {
+                problems.push((reason, format!("bundle {}: {message}", b.name), true));
+            }
+        }
+    }
+    let stalled = problems.iter().find(|p| p.2);
+    let error = stalled.map(|(r, m, _)| (*r, m.clone()));
+    let progressing = problems
+        .iter()
+        .find(|p| !p.2)
+        .map(|(r, m, _)| (*r, m.clone()));
+    let all = kstatus(
+        old.conditions,
+        &summary,
+        error.clone(),
+        progressing.clone(),
+        old.generation,
+    );
+    let conditions: Vec<Condition> = all
+        .into_iter()
+        .filter(|c| OWNER_CONDITIONS.contains(&c.type_.as_str()))
+        .collect();
+    let old_conditions: Vec<&Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| OWNER_CONDITIONS.contains(&c.type_.as_str()))
+        .collect();
     let shown = format!("{ready_clusters}/{desired_clusters}");
-    let state = display_state(&summary);
-    let unchanged = *old_summary == summary
-        && old_ready == ready_clusters
-        && old_desired == desired_clusters
-        && old_shown == shown
-        && old_state == state;
+    let state = match (&error, &progressing) {
+        (Some(_), _) => "Stalled".to_owned(),
+        (None, Some(_)) => "Reconciling".to_owned(),
+        (None, None) => display_state(&summary),
+    };
+    let message = if problems.is_empty() {
+        conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    } else {
+        let all: Vec<&str> = problems
+            .iter()
+            .map(|(_, m, _)| m.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
+        all.join("; ")
+    };
+    let message = flotilla_api::summary::truncate(&message, 1024);
+    let unchanged = *old.summary == summary
+        && old.ready_clusters == ready_clusters
+        && old.desired_ready_clusters == desired_clusters
+        && old.shown == shown
+        && old.state == state
+        && old.message == message
+        && old_conditions.len() == conditions.len()
+        && old_conditions.iter().zip(&conditions).all(|(a, b)| *a == b);
     (!unchanged).then(|| {
         json!({
             "readyClusters": ready_clusters,
             "desiredReadyClusters": desired_clusters,
             "summary": summary,
-            "display": {"readyClusters": shown, "state": state},
+            "conditions": conditions,
+            "display": {"readyClusters": shown, "state": state, "message": message},
         })
     })
 }
@@ -400,16 +498,17 @@ async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         .cloned()
         .collect();
     let old = repo.status.clone().unwrap_or_default();
-    let Some(status) = owner_status(
-        (
-            &old.summary,
-            old.ready_clusters,
-            old.desired_ready_clusters,
-            &old.display.ready_clusters,
-            &old.display.state,
-        ),
-        rollup(ctx, &bundles),
-    ) else {
+    let view = Owner {
+        conditions: &old.conditions,
+        summary: &old.summary,
+        ready_clusters: old.ready_clusters,
+        desired_ready_clusters: old.desired_ready_clusters,
+        shown: &old.display.ready_clusters,
+        state: &old.display.state,
+        message: &old.display.message,
+        generation: repo.metadata.generation,
+    };
+    let Some(status) = owner_status(ctx, view, &bundles, rollup(ctx, &bundles)) else {
         return Ok(());
     };
     apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await
@@ -430,16 +529,17 @@ async fn helmop(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         .is_some_and(|b| crate::bundles::OwnerKind::of_bundle(&b).as_ref() == Some(&owner));
     let bundles: Vec<ObjectKey> = mine.then(|| key.clone()).into_iter().collect();
     let old = op.status.clone().unwrap_or_default();
-    let Some(status) = owner_status(
-        (
-            &old.summary,
-            old.ready_clusters,
-            old.desired_ready_clusters,
-            &old.display.ready_clusters,
-            &old.display.state,
-        ),
-        rollup(ctx, &bundles),
-    ) else {
+    let view = Owner {
+        conditions: &old.conditions,
+        summary: &old.summary,
+        ready_clusters: old.ready_clusters,
+        desired_ready_clusters: old.desired_ready_clusters,
+        shown: &old.display.ready_clusters,
+        state: &old.display.state,
+        message: &old.display.message,
+        generation: op.metadata.generation,
+    };
+    let Some(status) = owner_status(ctx, view, &bundles, rollup(ctx, &bundles)) else {
         return Ok(());
     };
     apply_status::<HelmOp>(ctx, key, "HelmOp", status, STATUS_FIELD_MANAGER).await

@@ -233,11 +233,17 @@ async fn kubectl_and_flotilla_status_show_the_per_cluster_state(f: Fixture) {
     );
     let text = render(&report);
     assert!(text.contains("clusters ready 0/3"), "{text}");
+    // The GitRepo is not Ready, and says why above the table, once.
+    let why = text.lines().nth(1).unwrap();
     assert!(
-        text.lines().nth(2).unwrap().starts_with("CLUSTER"),
+        why.starts_with("  Reconciling: state-stuck: NotReady: "),
         "{text}"
     );
-    assert!(text.lines().nth(3).unwrap().contains("NotReady"), "{text}");
+    assert!(
+        text.lines().nth(3).unwrap().starts_with("CLUSTER"),
+        "{text}"
+    );
+    assert!(text.lines().nth(4).unwrap().contains("NotReady"), "{text}");
     let as_json = serde_json::to_value(&report).unwrap();
     assert_eq!(as_json["items"].as_array().unwrap().len(), 6);
     assert_eq!(as_json["items"][0]["state"], "NotReady");

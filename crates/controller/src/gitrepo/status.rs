@@ -7,7 +7,7 @@ use super::{GITREPO_FIELD_MANAGER, Outcome, short};
 use crate::bundles::{OwnerKey, OwnerKind, delete_bundle};
 use crate::status::apply_status;
 use crate::{Context, Error, ObjectKey, finalizers_patch};
-use flotilla_api::condition::{self, ConditionUpdate, set_condition};
+use flotilla_api::condition;
 use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flotilla_api::{GitRepo, keys};
 use kube::Api;
@@ -85,6 +85,12 @@ pub async fn finalize(ctx: &Context, key: &ObjectKey, repo: &GitRepo) -> Result<
     patch_finalizers(ctx, key, repo, &want).await
 }
 
+/// Writes the GitRepo controller's own status: the commit, the
+/// `Synced` condition (True: the latest commit compiled; Unknown: fetching,
+/// or a failure retried on its own; False: stalled until the user changes
+/// something), whether the last attempt failed, and the redacted URL. The
+/// status controller turns `Synced`, the Bundles and the clusters into
+/// Ready, Reconciling and Stalled.
 pub async fn write_status(
     ctx: &Context,
     key: &ObjectKey,
@@ -94,37 +100,31 @@ pub async fn write_status(
     let old = repo.status.clone().unwrap_or_default();
     let generation = repo.metadata.generation;
     let now = Time(flotilla_api::k8s_openapi::jiff::Timestamp::now());
-    let mut conditions = old.conditions.clone();
-    let (commit, message, error) = match outcome {
+    let mut conditions: Vec<Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == condition::SYNCED)
+        .cloned()
+        .collect();
+    let before = conditions.clone();
+    let (commit, error) = match outcome {
         Outcome::Synced { commit, bundles } => {
             let msg = format!(
                 "commit {} compiled into {bundles} bundle(s)",
                 short(*commit)
             );
-            for (t, status, reason, m) in [
-                (condition::READY, true, "Synced", msg.as_str()),
-                (condition::RECONCILING, false, "Synced", ""),
-                (condition::STALLED, false, "Synced", ""),
-            ] {
-                set(&mut conditions, t, status, reason, m, generation, &now);
-            }
-            (Some(commit.to_string()), String::new(), false)
+            condition::set_synced(&mut conditions, "True", "Synced", &msg, generation, &now);
+            (Some(commit.to_string()), false)
         }
         Outcome::Fetching => {
             // Only the first fetch says so: a new commit of a working
             // GitRepo is not worth a write.
-            if old.commit.is_some() || !old.conditions.is_empty() {
+            if old.commit.is_some() || !before.is_empty() {
                 return Ok(());
             }
             let m = "fetching the repository";
-            for (t, status, reason, m) in [
-                (condition::READY, false, "Fetching", m),
-                (condition::RECONCILING, true, "Fetching", m),
-                (condition::STALLED, false, "Fetching", ""),
-            ] {
-                set(&mut conditions, t, status, reason, m, generation, &now);
-            }
-            (None, String::new(), false)
+            condition::set_synced(&mut conditions, "Unknown", "Fetching", m, generation, &now);
+            (None, false)
         }
         Outcome::Failed {
             reason,
@@ -132,31 +132,16 @@ pub async fn write_status(
             stalled,
             ..
         } => {
-            for (t, status, m) in [
-                (condition::READY, false, message.as_str()),
-                (
-                    condition::RECONCILING,
-                    !*stalled,
-                    if *stalled { "" } else { message.as_str() },
-                ),
-                (
-                    condition::STALLED,
-                    *stalled,
-                    if *stalled { message.as_str() } else { "" },
-                ),
-            ] {
-                set(&mut conditions, t, status, reason, m, generation, &now);
-            }
-            (old.commit.clone(), message.clone(), true)
+            let status = if *stalled { "False" } else { "Unknown" };
+            condition::set_synced(&mut conditions, status, reason, message, generation, &now);
+            (old.commit.clone(), true)
         }
     };
     let observed = generation.unwrap_or_default();
-    let message = flotilla_api::summary::truncate(&message, 1024);
     let shown_repo = flotilla_git::url::redact(repo.spec.repo.trim());
     let unchanged = old.commit == commit
         && old.observed_generation == observed
-        && old.conditions == conditions
-        && old.display.message == message
+        && before == conditions
         && old.display.error == error
         && old.display.repo == shown_repo;
     if unchanged {
@@ -166,29 +151,7 @@ pub async fn write_status(
         "commit": commit,
         "observedGeneration": observed,
         "conditions": conditions,
-        "display": {"message": message, "error": error, "repo": shown_repo},
+        "display": {"error": error, "repo": shown_repo},
     });
     apply_status::<GitRepo>(ctx, key, "GitRepo", status, GITREPO_FIELD_MANAGER).await
-}
-
-fn set(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    set_condition(
-        conditions,
-        ConditionUpdate {
-            type_,
-            status,
-            reason,
-            message,
-            observed_generation: generation,
-        },
-        now,
-    );
 }

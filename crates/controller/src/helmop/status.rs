@@ -8,8 +8,8 @@ use super::{HELMOP_FIELD_MANAGER, Outcome};
 use crate::bundles::{OwnerKey, OwnerKind, delete_bundle};
 use crate::status::apply_status;
 use crate::{Context, Error, ObjectKey, finalizers_patch};
-use flotilla_api::condition::{self, ConditionUpdate, set_condition};
-use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use flotilla_api::condition;
+use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flotilla_api::{HelmOp, keys};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -103,60 +103,43 @@ pub async fn write_status(
     let old = op.status.clone().unwrap_or_default();
     let generation = op.metadata.generation;
     let now = Time(flotilla_api::k8s_openapi::jiff::Timestamp::now());
-    let mut conditions = old.conditions.clone();
-    let mut set = |t: &str, status: bool, reason: &str, message: &str| {
-        set_condition(
-            &mut conditions,
-            ConditionUpdate {
-                type_: t,
-                status,
-                reason,
-                message,
-                observed_generation: generation,
-            },
-            &now,
-        );
+    // Only `Synced` is this controller's; the status controller derives
+    // Ready, Reconciling and Stalled from it, the Bundle and the clusters.
+    let mut conditions: Vec<Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == condition::SYNCED)
+        .cloned()
+        .collect();
+    let before = conditions.clone();
+    let mut set = |status: &str, reason: &str, message: &str| {
+        condition::set_synced(&mut conditions, status, reason, message, generation, &now);
     };
-    let (version, digest, message, error) = match outcome {
+    let (version, digest, error) = match outcome {
         Outcome::Synced { chart } => {
             let m = format!("chart {} {} ({})", chart.name, chart.version, chart.digest);
-            set(condition::READY, true, "Synced", &m);
-            set(condition::RECONCILING, false, "Synced", "");
-            set(condition::STALLED, false, "Synced", "");
-            (
-                chart.version.clone(),
-                chart.digest.clone(),
-                String::new(),
-                false,
-            )
+            set("True", "Synced", &m);
+            (chart.version.clone(), chart.digest.clone(), false)
         }
         Outcome::Updating { chart } => {
-            // Not Ready for the new generation yet: say it is being worked
-            // on, and leave observedGeneration where it was.
+            // Not current for the new generation yet: say it is being
+            // worked on, and leave observedGeneration where it was.
             let m = format!(
                 "resolving the chart for generation {}; {} {} stays deployed meanwhile",
                 generation.unwrap_or_default(),
                 chart.name,
                 chart.version
             );
-            set(condition::RECONCILING, true, "Resolving", &m);
-            (
-                old.version.clone(),
-                old.digest.clone(),
-                String::new(),
-                false,
-            )
+            set("Unknown", "Resolving", &m);
+            (old.version.clone(), old.digest.clone(), false)
         }
         Outcome::Resolving => {
             // Only the first resolution says so.
-            if !old.version.is_empty() || !old.conditions.is_empty() {
+            if !old.version.is_empty() || !before.is_empty() {
                 return Ok(());
             }
-            let m = "resolving the chart";
-            set(condition::READY, false, "Resolving", m);
-            set(condition::RECONCILING, true, "Resolving", m);
-            set(condition::STALLED, false, "Resolving", "");
-            (String::new(), String::new(), String::new(), false)
+            set("Unknown", "Resolving", "resolving the chart");
+            (String::new(), String::new(), false)
         }
         Outcome::Failed {
             reason,
@@ -164,38 +147,19 @@ pub async fn write_status(
             stalled,
             ..
         } => {
-            set(condition::READY, false, reason, message);
-            set(
-                condition::RECONCILING,
-                !*stalled,
-                reason,
-                if *stalled { "" } else { message },
-            );
-            set(
-                condition::STALLED,
-                *stalled,
-                reason,
-                if *stalled { message } else { "" },
-            );
-            (
-                old.version.clone(),
-                old.digest.clone(),
-                message.clone(),
-                true,
-            )
+            set(if *stalled { "False" } else { "Unknown" }, reason, message);
+            (old.version.clone(), old.digest.clone(), true)
         }
     };
     let observed = match outcome {
         Outcome::Updating { .. } => old.observed_generation,
         _ => generation.unwrap_or_default(),
     };
-    let message = flotilla_api::summary::truncate(&message, 1024);
     let shown = super::shown_source(op);
     let unchanged = old.version == version
         && old.digest == digest
         && old.observed_generation == observed
-        && old.conditions == conditions
-        && old.display.message == message
+        && before == conditions
         && old.display.error == error
         && old.display.repo == shown;
     if unchanged {
@@ -206,7 +170,7 @@ pub async fn write_status(
         "version": version,
         "digest": digest,
         "conditions": conditions,
-        "display": {"message": message, "error": error, "repo": shown},
+        "display": {"error": error, "repo": shown},
     });
     apply_status::<HelmOp>(ctx, key, "HelmOp", status, HELMOP_FIELD_MANAGER).await
 }

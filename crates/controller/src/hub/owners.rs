@@ -60,6 +60,13 @@ impl Hub {
                         .as_ref()
                         .and_then(|a| a.get(keys::WEBHOOK_COMMIT).cloned())
                 };
+                if old.as_ref().is_some_and(|o| {
+                    synced(o.status.as_ref().map(|s| &s.conditions[..]))
+                        != synced(new.status.as_ref().map(|s| &s.conditions[..]))
+                }) {
+                    // Its controller synced (or failed to): Ready follows.
+                    self.status(StatusKey::GitRepo(key.clone()), "gitrepo-synced");
+                }
                 let trigger = match &old {
                     None => {
                         self.status(StatusKey::GitRepo(key.clone()), "gitrepo");
@@ -103,6 +110,12 @@ impl Hub {
         match delta {
             Delta::Upsert { old, new } => {
                 let key = ObjectKey::of(&new.metadata);
+                if old.as_ref().is_some_and(|o| {
+                    synced(o.status.as_ref().map(|s| &s.conditions[..]))
+                        != synced(new.status.as_ref().map(|s| &s.conditions[..]))
+                }) {
+                    self.status(StatusKey::HelmOp(key.clone()), "helmop-synced");
+                }
                 let trigger = match &old {
                     None => {
                         self.status(StatusKey::HelmOp(key.clone()), "helmop");
@@ -234,4 +247,14 @@ impl Hub {
             self.owner_status(owner, trigger);
         }
     }
+}
+
+/// An owner's `Synced` condition, as far as Ready depends on it.
+fn synced(
+    conditions: Option<&[flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> Option<(&str, &str, &str)> {
+    conditions?
+        .iter()
+        .find(|c| c.type_ == flotilla_api::condition::SYNCED)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }

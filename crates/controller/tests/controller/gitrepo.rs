@@ -67,11 +67,23 @@ pub fn ready(r: &GitRepo) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// The Synced condition (the GitRepo controller's own) as (status,
+/// reason, message).
+pub fn synced(r: &GitRepo) -> Option<(String, String, String)> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::SYNCED)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until `commit` compiled (Synced); Ready also needs the clusters.
 pub async fn wait_ready(client: &kube::Client, name: &str, commit: &str) -> GitRepo {
-    eventually(&format!("{name} Ready at {commit}"), || async {
+    eventually(&format!("{name} synced at {commit}"), || async {
         let r = get_repo(client, name).await?;
         let s = r.status.as_ref()?;
-        (s.commit.as_deref() == Some(commit) && ready(&r).is_some_and(|(st, _, _)| st == "True"))
+        (s.commit.as_deref() == Some(commit) && synced(&r).is_some_and(|(st, _, _)| st == "True"))
             .then_some(r)
     })
     .await
@@ -231,6 +243,106 @@ async fn commits_become_bundles_recompiling_only_what_changed() {
     c.stop().await;
 }
 
+/// Ready, its reason and message, and the STATUS column.
+fn headline(r: &GitRepo) -> (String, String, String, String) {
+    let (status, reason, message) = ready(r).unwrap_or_default();
+    let state = r
+        .status
+        .as_ref()
+        .map(|s| s.display.state.clone())
+        .unwrap_or_default();
+    (status, reason, message, state)
+}
+
+#[tokio::test]
+async fn a_gitrepo_is_ready_only_when_its_bundles_targets_and_clusters_are() {
+    let env = env().await;
+    let tmp = TempDir::new("flotilla-gitrepo-truth");
+    let origin = TestRepo::init(&tmp.path().join("origin"), "main");
+    origin.write("app/cm.yaml", &cm("app", "1"));
+    let c1 = origin.commit("good").to_string();
+    let c = start(&env.client, git_args(&tmp)).await;
+    create(&env.client, &cluster("a", &[("env", "prod")])).await;
+    deploy(
+        &env.client,
+        gitrepo(
+            "shop",
+            &origin.url(),
+            json!({"branch": "main", "paths": ["app"], "pollingInterval": "1s",
+                   "targets": [{"clusterSelector": {"matchLabels": {"env": "prod"}}}]}),
+        ),
+        &c1,
+    )
+    .await;
+    // Compiled, but no agent has applied it: not Ready, and it says where.
+    let (_, reason, message, state) = eventually("NotReady with words", || async {
+        let h = headline(&get_repo(&env.client, "shop").await?);
+        (h.0 == "False" && h.1 == "NotReady").then_some(h)
+    })
+    .await;
+    assert_eq!(reason, "NotReady");
+    assert!(message.contains("shop-app"), "{message}");
+    assert_ne!(state, "Ready");
+
+    // The agent applies it: Ready, and the column says so.
+    let _agents = fake_agents(&env.client, false);
+    eventually("Ready", || async {
+        let h = headline(&get_repo(&env.client, "shop").await?);
+        (h.0 == "True" && h.3 == "Ready").then_some(())
+    })
+    .await;
+
+    // A target the user broke: the GitRepo itself is Stalled, in words,
+    // and nothing deployed is lost.
+    merge_patch::<GitRepo>(
+        &env.client,
+        "shop",
+        json!({"spec": {"targets": [{"clusterSelector": {"matchExpressions": [
+            {"key": "env", "operator": "Inn", "values": ["prod"]}]}}]}}),
+    )
+    .await;
+    let r = eventually("Stalled on the bad selector", || async {
+        let r = get_repo(&env.client, "shop").await?;
+        (headline(&r).1 == "InvalidTargets").then_some(r)
+    })
+    .await;
+    let (status, _, message, state) = headline(&r);
+    assert_eq!(status, "False");
+    assert!(
+        message.starts_with("bundle shop-app: ") && message.contains("\"Inn\""),
+        "{message}"
+    );
+    assert_eq!(state, "Stalled");
+    let st = r.status.unwrap();
+    assert!(condition::is_true(&st.conditions, condition::STALLED));
+    assert!(!condition::is_true(&st.conditions, condition::RECONCILING));
+    assert_eq!(st.display.message, message);
+    assert!(
+        Api::<flotilla_api::BundleDeployment>::all(env.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 1,
+        "the deployment stays"
+    );
+
+    // Fixed: Ready again.
+    merge_patch::<GitRepo>(
+        &env.client,
+        "shop",
+        json!({"spec": {"targets": [{"clusterSelector": {"matchLabels": {"env": "prod"}}}]}}),
+    )
+    .await;
+    eventually("Ready again", || async {
+        let h = headline(&get_repo(&env.client, "shop").await?);
+        (h.0 == "True" && h.3 == "Ready").then_some(())
+    })
+    .await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn a_broken_commit_keeps_the_bundles_and_a_fix_deploys() {
     let env = env().await;
@@ -268,6 +380,13 @@ async fn a_broken_commit_keeps_the_bundles_and_a_fix_deploys() {
             .conditions
             .iter()
             .any(|c| c.type_ == condition::STALLED && c.status == "True")
+    );
+    // The STATUS column agrees with the conditions, and MESSAGE says why.
+    assert_eq!(status.display.state, "Stalled");
+    assert!(
+        status.display.message.contains("app/broken.yaml"),
+        "{}",
+        status.display.message
     );
     // Polls keep finding the same broken head: nothing is recompiled or
     // written, and the bundles are untouched.

@@ -38,6 +38,16 @@ async fn get_bundle(client: &kube::Client, name: &str) -> Option<Bundle> {
         .unwrap()
 }
 
+/// The Synced condition (the HelmOp controller's own).
+fn synced(op: &HelmOp) -> Option<(String, String, String)> {
+    op.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::SYNCED)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
 /// The Ready condition as (status, reason, message).
 fn ready(op: &HelmOp) -> Option<(String, String, String)> {
     op.status
@@ -52,7 +62,7 @@ async fn wait_version(client: &kube::Client, name: &str, version: &str) -> HelmO
     eventually(&format!("{name} Ready at {version}"), || async {
         let op = get_op(client, name).await?;
         let st = op.status.as_ref()?;
-        (st.version == version && ready(&op).is_some_and(|(s, _, _)| s == "True")).then_some(op)
+        (st.version == version && synced(&op).is_some_and(|(s, _, _)| s == "True")).then_some(op)
     })
     .await
 }
@@ -175,7 +185,7 @@ async fn a_helmop_deploys_a_chart_follows_its_range_and_keeps_it_through_bad_inp
         let op = get_op(&env.client, "redis").await?;
         let st = op.status.as_ref()?;
         (Some(st.observed_generation) == op.metadata.generation
-            && ready(&op).is_some_and(|(s, _, _)| s == "True"))
+            && synced(&op).is_some_and(|(s, _, _)| s == "True"))
         .then_some(op)
     })
     .await;
