@@ -22,6 +22,8 @@
 //! real cluster, in throwaway namespaces `bench-*` that the run deletes.
 
 mod common;
+#[path = "common/kubeconfig.rs"]
+mod kubeconfig;
 
 const GC_NS: &str = "bench-gc";
 use common::{bench, percentile};
@@ -127,12 +129,15 @@ struct Cluster0 {
 async fn connect(o: &Opts) -> Cluster0 {
     match &o.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
-            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .expect("kubeconfig");
+            let client = match kubeconfig::client(std::path::Path::new(path)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            };
             Cluster0 {
-                client: kube::Client::try_from(config).unwrap(),
+                client,
                 _server: None,
             }
         }

@@ -12,3 +12,4 @@ mod helmop;
 mod hostile;
 mod steady;
 mod support;
+mod tls;
