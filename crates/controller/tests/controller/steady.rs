@@ -32,17 +32,24 @@ async fn steady_state_100_clusters_by_10_bundles_is_silent_for_30s() {
         .await;
     }
     let bundles: Api<Bundle> = Api::namespaced(c.clone(), NS);
-    eventually("1000 deployments ready", || async {
-        let list = bundles.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .all(|b| {
-                b.status
-                    .as_ref()
-                    .is_some_and(|s| s.display.ready_clusters == "100/100")
-            })
-            .then_some(())
-    })
+    // Convergence speed is the benchmarks' business; with the rest of the
+    // suite sharing two cores, 1,000 fake-agent round trips may take longer
+    // than the usual wait.
+    flotilla_apiserver::testing::eventually_within(
+        "1000 deployments ready",
+        Duration::from_secs(90),
+        || async {
+            let list = bundles.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|b| {
+                    b.status
+                        .as_ref()
+                        .is_some_and(|s| s.display.ready_clusters == "100/100")
+                })
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(deployments(c).await.len(), 1000);
 
