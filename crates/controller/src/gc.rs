@@ -75,6 +75,13 @@ async fn deployment(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         Ok(_) => {
             ctx.metrics.gc_deleted();
             tracing::info!(bundle_deployment = %key, "stale bundle deployment deleted");
+            // Summed per Bundle into one Event per burst.
+            if let Some((bundle, _)) = pair_of(&bd)
+                && let Some(b) = ctx.bundles.get(&bundle)
+            {
+                use kube::Resource;
+                ctx.events.deleted(&bundle, b.object_ref(&()));
+            }
             Ok(())
         }
         // Gone already, or replaced by a new object the precondition spares.

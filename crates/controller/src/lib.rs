@@ -29,6 +29,7 @@ mod bundles;
 pub mod cache;
 mod chart_access;
 pub mod config;
+pub mod events;
 mod fanout;
 mod gc;
 pub mod gitpoll;
@@ -120,6 +121,8 @@ pub struct Context {
     pub git: gitrepo::GitState,
     pub(crate) helm: helmop::HelmOpState,
     pub metrics: Arc<Metrics>,
+    /// Kubernetes Events for operators (rate limited; see `events`).
+    pub events: Arc<events::Events>,
     /// Bundles with a rollout in progress: a BundleDeployment's status
     /// change may let more clusters move, so it wakes the fan-out.
     pub rollout_waiting: Mutex<HashSet<ObjectKey>>,
@@ -153,7 +156,9 @@ impl Context {
         let charts = flotilla_charts::Resolver::new(args.git_dir.join("charts"), args.git_timeout)
             .with_index_ttl(args.chart_index_ttl);
         let connections = args.git_connections;
+        let events = Arc::new(events::Events::new(client.clone(), Arc::clone(&metrics)));
         Context {
+            events,
             client,
             args,
             clusters: Default::default(),

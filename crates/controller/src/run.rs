@@ -187,6 +187,7 @@ impl Controller {
                 move |k: ObjectKey, _t| gitrepo::reconcile(Arc::clone(&c), k),
             ));
             tasks.spawn(gitpoll::poll_loop(Arc::clone(&ctx), active_rx.clone()));
+            tasks.spawn(Arc::clone(&ctx.events).run_deletions());
             let c = Arc::clone(&ctx);
             tasks.spawn(run_workers(
                 Arc::clone(&ctx.helmop),

@@ -511,7 +511,37 @@ async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
     let Some(status) = owner_status(ctx, view, &bundles, rollup(ctx, &bundles)) else {
         return Ok(());
     };
-    apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await
+    let blocked = bundle_problem_event(&old.conditions, &status);
+    apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await?;
+    if let Some((reason, message)) = blocked {
+        use kube::Resource;
+        ctx.events
+            .warning(&repo.object_ref(&()), reason, &message)
+            .await;
+    }
+    Ok(())
+}
+
+/// A Bundle problem newly stalling an owner (targets that do not parse,
+/// deployments the API refused), for its Event; the owner's controller
+/// publishes its own failures.
+fn bundle_problem_event(old: &[Condition], new: &Value) -> Option<(&'static str, String)> {
+    let stalled = |reason: &str, message: &str| (reason.to_owned(), message.to_owned());
+    let before = old
+        .iter()
+        .find(|c| c.type_ == condition::STALLED && c.status == "True")
+        .map(|c| stalled(&c.reason, &c.message));
+    let now = new["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == condition::STALLED && c["status"] == "True")?;
+    let (reason, message) = (now["reason"].as_str()?, now["message"].as_str()?);
+    let reason = match reason {
+        "InvalidTargets" => "InvalidTargets",
+        "DeploymentWriteFailed" => "DeploymentWriteFailed",
+        _ => return None,
+    };
+    (before != Some(stalled(reason, message))).then(|| (reason, message.to_owned()))
 }
 
 /// A HelmOp's one Bundle has its name.

@@ -7,6 +7,8 @@
 //!   make (leader-election Lease renewals are not counted)
 //! - `flotilla_gc_deleted_total`, `flotilla_gc_sweep_stale_found_total`,
 //!   `flotilla_gc_sweeps_total`
+//! - `flotilla_events_suppressed_total`: Kubernetes Events not published
+//!   because the same object and reason had one within the minute
 //! - `flotilla_git_operations_total{op}`: `ls-remote`, `fetch`, and the
 //!   bundle directories `compiled` or `reused` from the tree-id cache
 //! - `flotilla_leader` (1 on the replica that leads) and `flotilla_caches_synced`
@@ -72,6 +74,7 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     git: Family<GitLabels, Counter>,
     gc_deleted: Counter,
+    events_suppressed: Counter,
     gc_sweep_stale: Counter,
     gc_sweeps: Counter,
     leader: Gauge,
@@ -134,6 +137,12 @@ impl Metrics {
             "Stale BundleDeployments deleted by the GC controller",
             gc_deleted.clone(),
         );
+        let events_suppressed = Counter::default();
+        registry.register(
+            "events_suppressed",
+            "Kubernetes Events not published: the same object and reason had one within the minute",
+            events_suppressed.clone(),
+        );
         let gc_sweep_stale = Counter::default();
         registry.register(
             "gc_sweep_stale_found",
@@ -173,6 +182,7 @@ impl Metrics {
             writes,
             git,
             gc_deleted,
+            events_suppressed,
             gc_sweep_stale,
             gc_sweeps,
             leader,
@@ -221,6 +231,10 @@ impl Metrics {
 
     pub fn gc_deleted(&self) {
         self.gc_deleted.inc();
+    }
+
+    pub fn event_suppressed(&self) {
+        self.events_suppressed.inc();
     }
 
     pub fn gc_sweep(&self, stale_found: u64) {

@@ -153,5 +153,24 @@ pub async fn write_status(
         "conditions": conditions,
         "display": {"error": error, "repo": shown_repo},
     });
-    apply_status::<GitRepo>(ctx, key, "GitRepo", status, GITREPO_FIELD_MANAGER).await
+    apply_status::<GitRepo>(ctx, key, "GitRepo", status, GITREPO_FIELD_MANAGER).await?;
+    // An Event for each transition an operator looks for.
+    if before != conditions {
+        use kube::Resource;
+        let reference = repo.object_ref(&());
+        match outcome {
+            Outcome::Synced { .. } if old.commit != commit => {
+                let note = conditions
+                    .first()
+                    .map(|c| c.message.as_str())
+                    .unwrap_or_default();
+                ctx.events.normal(&reference, "Synced", note).await;
+            }
+            Outcome::Failed {
+                reason, message, ..
+            } => ctx.events.warning(&reference, reason, message).await,
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -289,6 +289,23 @@ async fn a_bad_selector_deletes_nothing_and_says_why() {
     )
     .await;
     wait_for_pairs(c, &pairs(&[])).await;
+    // One Event for the burst, with the count, for `kubectl describe`.
+    let note = wait_event(c, "app", "StaleDeploymentsDeleted").await;
+    assert_eq!(
+        note,
+        format!(
+            "deleted {} stale BundleDeployment(s) of clusters it no longer targets",
+            before.len()
+        )
+    );
+    assert_eq!(
+        events_for(c, "app")
+            .await
+            .iter()
+            .filter(|(r, _)| r == "StaleDeploymentsDeleted")
+            .count(),
+        1
+    );
     ctl.stop().await;
 }
 

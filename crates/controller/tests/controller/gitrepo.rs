@@ -317,6 +317,15 @@ async fn a_gitrepo_is_ready_only_when_its_bundles_targets_and_clusters_are() {
     assert!(condition::is_true(&st.conditions, condition::STALLED));
     assert!(!condition::is_true(&st.conditions, condition::RECONCILING));
     assert_eq!(st.display.message, message);
+    // ... and `kubectl describe gitrepo` shows it as an Event, as it shows
+    // the commit that compiled.
+    let note = wait_event(&env.client, "shop", "InvalidTargets").await;
+    assert_eq!(note, message);
+    assert!(
+        wait_event(&env.client, "shop", "Synced")
+            .await
+            .starts_with(&format!("commit {}", &c1[..7])),
+    );
     assert!(
         Api::<flotilla_api::BundleDeployment>::all(env.client.clone())
             .list(&Default::default())
@@ -368,6 +377,8 @@ async fn a_broken_commit_keeps_the_bundles_and_a_fix_deploys() {
     let r = wait_reason(&env.client, "shop", "CompileFailed").await;
     let (_, _, message) = ready(&r).unwrap();
     assert!(message.contains("app/broken.yaml"), "{message}");
+    let note = wait_event(&env.client, "shop", "CompileFailed").await;
+    assert!(note.contains("app/broken.yaml"), "{note}");
     let status = r.status.unwrap();
     assert_eq!(
         status.commit.as_deref(),

@@ -441,3 +441,28 @@ async fn a_gitrepo_whose_finalizer_was_removed_still_takes_its_bundles() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_flapping_problem_cannot_flood_the_api_with_events() {
+    let env = env().await;
+    let ctl = start(&env.client, args()).await;
+    let reference = flotilla_api::k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("flotilla.dev/v1alpha1".into()),
+        kind: Some("GitRepo".into()),
+        name: Some("flappy".into()),
+        namespace: Some(NS.into()),
+        ..Default::default()
+    };
+    for i in 0..50 {
+        ctl.ctx
+            .events
+            .warning(&reference, "RepoUnreachable", &format!("attempt {i}"))
+            .await;
+    }
+    assert_eq!(
+        events_for(&env.client, "flappy").await,
+        [("RepoUnreachable".to_string(), "attempt 0".to_string())]
+    );
+    assert_eq!(ctl.metric("flotilla_events_suppressed_total", None), 49.0);
+    ctl.stop().await;
+}

@@ -368,3 +368,35 @@ pub fn fake_agents(client: &kube::Client, hold_finalizer: bool) -> FakeAgents {
         task,
     }
 }
+
+/// The Events about the object `name` in the test namespace, as
+/// (reason, note), oldest first.
+pub async fn events_for(client: &kube::Client, name: &str) -> Vec<(String, String)> {
+    let api: Api<flotilla_api::k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), NS);
+    let mut events: Vec<_> = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits for an Event about `name` with `reason`; returns its note.
+pub async fn wait_event(client: &kube::Client, name: &str, reason: &str) -> String {
+    eventually(&format!("a {reason} event for {name}"), || async {
+        events_for(client, name)
+            .await
+            .into_iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, n)| n)
+    })
+    .await
+}
