@@ -615,3 +615,49 @@ async fn hostile_options_and_oversized_bundles_are_refused_when_rendered() {
     );
     agent.stop().await;
 }
+
+/// A downstream server that stores quantities canonically (as a real one
+/// does) is not drift: with correctDrift on, a Deployment asking for
+/// `cpu: 0.5` and `memory: 1024Mi` (stored as `500m` and `1Gi`) stays
+/// Ready and unmodified, and the agent writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalized_quantities_are_not_drift_and_correct_drift_stays_quiet() {
+    let (_m, mgmt) = management().await;
+    let down_server = server();
+    let down = kube::Client::new(down_server.router(), "default");
+    let agent = start(&mgmt, &down, config()).await;
+    let manifest = deployment("web", "shop").replace(
+        "        image: nginx:1.27\n",
+        "        image: nginx:1.27\n        resources:\n          requests: {cpu: 0.5, memory: 1024Mi}\n          limits: {cpu: \"1.5\", memory: 0.5Gi}\n",
+    );
+    let correct = BundleDeploymentOptions {
+        correct_drift: Some(CorrectDrift {
+            enabled: true,
+            ..Default::default()
+        }),
+        ..opts()
+    };
+    let id = deploy(&mgmt, "q", &files(&[("d.yaml", manifest)]), correct).await;
+    wait_state(&mgmt, "q", &id, "NotReady").await;
+    roll_out(&down, "shop", "web").await;
+    let ready = wait_state(&mgmt, "q", &id, "Ready").await;
+    assert!(ready.status.unwrap().non_modified);
+    let live = get(&down, "apps/v1", "Deployment", Some("shop"), "web")
+        .await
+        .unwrap();
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1500m", "memory": "512Mi"}})
+    );
+    let writes = agent.writes();
+    let version = rv(&live);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(agent.writes(), writes, "no re-apply, no status write");
+    let live = get(&down, "apps/v1", "Deployment", Some("shop"), "web")
+        .await
+        .unwrap();
+    assert_eq!(rv(&live), version);
+    let after = bd(&mgmt, "q").await.unwrap();
+    assert!(after.status.unwrap().modified_status.is_empty());
+    agent.stop().await;
+}
