@@ -55,6 +55,21 @@ fn skip(scenario: &str, why: &str) {
     );
 }
 
+/// Opt-in readiness simulation on real clusters without nodes.
+pub const SIMULATE_ENV: &str = "FLOTILLA_E2E_SIMULATE_READINESS";
+
+/// Whether `FLOTILLA_E2E_SIMULATE_READINESS` asks for the simulation:
+/// `1`/`true` yes, unset, empty, `0`/`false` no, anything else an error.
+pub fn simulate_on_real(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("" | "0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(format!(
+            "{SIMULATE_ENV} must be 1, true, 0 or false, not {other:?}"
+        )),
+    }
+}
+
 /// The real clusters' kubeconfigs, when the environment names them.
 pub fn real_clusters() -> Result<(PathBuf, Vec<PathBuf>), String> {
     let management = std::env::var_os(MANAGEMENT_ENV)
@@ -163,6 +178,13 @@ impl Fixture {
         );
         stack.register().await.expect("registering the clusters");
         stack.start_simulation();
+        if real {
+            let asked = simulate_on_real(std::env::var(SIMULATE_ENV).ok().as_deref())
+                .unwrap_or_else(|e| panic!("{e}"));
+            if asked {
+                stack.start_simulation_everywhere(Duration::from_millis(200));
+            }
+        }
         stack
             .start_controller()
             .await
@@ -417,4 +439,27 @@ pub fn deployment_yaml(name: &str, ready: bool) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n{annotation}spec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: main\n        image: {image}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulation_opt_in_is_explicit() {
+        for (v, want) in [
+            (None, Ok(false)),
+            (Some(""), Ok(false)),
+            (Some("0"), Ok(false)),
+            (Some("false"), Ok(false)),
+            (Some("1"), Ok(true)),
+            (Some(" true "), Ok(true)),
+        ] {
+            assert_eq!(simulate_on_real(v), want, "{v:?}");
+        }
+        assert_eq!(
+            simulate_on_real(Some("yes")),
+            Err("FLOTILLA_E2E_SIMULATE_READINESS must be 1, true, 0 or false, not \"yes\"".into())
+        );
+    }
 }

@@ -421,6 +421,20 @@ impl Stack {
         }
     }
 
+    /// Simulates workload readiness on every downstream cluster, real ones
+    /// too: for real API servers without nodes, where no kubelet ever makes
+    /// a Deployment available (the e2e suite's opt-in). Not for clusters
+    /// whose nodes run the workloads: the simulation and the real
+    /// controllers would both write the status.
+    pub fn start_simulation_everywhere(&mut self, delay: Duration) {
+        for (_, endpoint) in &self.clusters {
+            self.simulations.push(tokio::spawn(crate::simulate::run(
+                endpoint.client.clone(),
+                delay,
+            )));
+        }
+    }
+
     /// Stops everything: controllers first, then the simulation, then the
     /// servers.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
