@@ -469,7 +469,18 @@ async fn a_restarted_agent_resumes_with_zero_writes() {
     roll_out(&down, "z", "web").await;
     let before = wait_state(&mgmt, "z", &id, "Ready").await;
 
-    // Idle: no reconciles, no writes.
+    // Idle: no reconciles, no writes (once the rollout's own events have
+    // been handled: under load one may still be in flight when the status
+    // says Ready).
+    let mut prev = (agent.reconciles(), agent.writes());
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = (agent.reconciles(), agent.writes());
+        if now == prev {
+            break;
+        }
+        prev = now;
+    }
     let (r0, w0) = (agent.reconciles(), agent.writes());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((agent.reconciles(), agent.writes()), (r0, w0), "idle agent");
