@@ -487,7 +487,9 @@ async fn handle(shared: &Arc<Shared>, req: &Request) -> ApiResult<Response> {
             ));
         }
     };
-    if rt.namespaced && ns.is_none() && target.name.is_some() {
+    // A kind without a status subresource has no `/status` path at all:
+    // every verb there is a 404, as on kube-apiserver (not the object).
+    if (status && !rt.status) || (rt.namespaced && ns.is_none() && target.name.is_some()) {
         return Err(not_served(&req.path));
     }
     let m = &req.method;

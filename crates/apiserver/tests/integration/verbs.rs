@@ -763,6 +763,45 @@ async fn quantities_are_stored_in_canonical_form() {
 }
 
 #[tokio::test]
+async fn a_subresource_the_kind_does_not_have_is_not_found() {
+    let (_s, client) = setup().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &cm("s", json!({})))
+        .await
+        .unwrap();
+    for (method, body) in [("GET", Vec::new()), ("PUT", b"{}".to_vec())] {
+        let (code, obj) = raw(
+            &client,
+            method,
+            "/api/v1/namespaces/default/configmaps/s/status",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(
+            (code, obj["reason"].as_str()),
+            (404, Some("NotFound")),
+            "{method}: {obj}"
+        );
+    }
+    let (code, _) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/s/scale",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 404);
+    // A kind that has one serves it.
+    let w = widgets(&client).await;
+    w.create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    assert_eq!(w.get_status("w").await.unwrap().data["spec"]["size"], 1);
+}
+
+#[tokio::test]
 async fn put_without_resource_version_only_where_the_kind_allows_it() {
     let (_s, client) = setup().await;
     // A ConfigMap may be replaced unconditionally...
