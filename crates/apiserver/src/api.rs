@@ -314,7 +314,7 @@ impl Api {
             if rt.group.is_empty() && rt.kind == "Secret" {
                 crate::normalize::string_data(object);
             }
-            crate::normalize::quantities(object).map_err(|e| {
+            crate::normalize::quantities(&rt.group, &rt.kind, object).map_err(|e| {
                 ApiError::bad_request(format!(
                     "{} in version {:?} cannot be handled as a {}: {e}",
                     rt.kind, rt.version, rt.kind

@@ -765,19 +765,16 @@ mod tests {
         );
         // Another writer takes every leaf: the first still owns the nodes,
         // so its entry survives, as on a real server.
+        let edit = Writer {
+            custom: true,
+            ..writer("edit")
+        };
         let old = cr.clone();
         cr["spec"]["size"] = json!(2);
         cr["spec"]["ref"]["name"] = json!("y");
         cr["spec"]["ports"][0]["port"] = json!(81);
         cr["metadata"]["labels"]["app"] = json!("api");
-        track_update(
-            Some(&old),
-            &mut cr,
-            &Writer {
-                custom: true,
-                ..writer("edit")
-            },
-        );
+        track_update(Some(&old), &mut cr, &edit);
         let first = read_managers(&cr)
             .into_iter()
             .find(|m| m.manager == "kubectl-create")
@@ -792,14 +789,7 @@ mod tests {
         // Once the map is gone, so is its node.
         let old = cr.clone();
         cr["spec"].as_object_mut().unwrap().remove("ref");
-        track_update(
-            Some(&old),
-            &mut cr,
-            &Writer {
-                custom: true,
-                ..writer("edit")
-            },
-        );
+        track_update(Some(&old), &mut cr, &edit);
         let first = read_managers(&cr)
             .into_iter()
             .find(|m| m.manager == "kubectl-create")

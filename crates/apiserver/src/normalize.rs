@@ -7,15 +7,25 @@
 use flotilla_api::quantity::{self, QuantityError};
 use serde_json::Value;
 
-/// Rewrites every resource quantity under `spec` into its canonical form:
-/// `resources.limits` and `resources.requests` (of containers, of a pod,
-/// of a volume claim template), a pod's `overhead` and an emptyDir's
-/// `sizeLimit`. A value that is not a quantity is refused, as decoding it
-/// into the built-in type would be.
-pub fn quantities(object: &mut Value) -> Result<(), QuantityError> {
+/// Rewrites every resource quantity under the `spec` of a kind with a pod
+/// template into its canonical form: `resources.limits` and
+/// `resources.requests` (of containers, of a pod, of a volume claim
+/// template), a pod's `overhead` and an emptyDir's `sizeLimit`. A value
+/// that is not a quantity is refused, as decoding it into the built-in
+/// type would be. Other kinds are left alone: a CRD's schema may well have
+/// properties of those names, and they are no quantities.
+pub fn quantities(group: &str, kind: &str, object: &mut Value) -> Result<(), QuantityError> {
+    let pod_template = matches!(
+        (group, kind),
+        (
+            "apps",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        ) | ("batch", "Job" | "CronJob")
+            | ("", "Pod" | "PodTemplate" | "ReplicationController")
+    );
     match object.get_mut("spec") {
-        Some(spec) => walk(spec, 0),
-        None => Ok(()),
+        Some(spec) if pod_template => walk(spec, 0),
+        _ => Ok(()),
     }
 }
 
@@ -106,7 +116,7 @@ mod tests {
             }},
             "volumeClaimTemplates": [{"spec": {"resources": {"requests": {"storage": "10240Mi"}}}}]
         }});
-        quantities(&mut sts).unwrap();
+        quantities("apps", "StatefulSet", &mut sts).unwrap();
         let s = &sts["spec"]["template"]["spec"];
         assert_eq!(
             s["containers"][0]["resources"],
@@ -126,9 +136,23 @@ mod tests {
         // Anything else is left as written.
         let mut cm =
             json!({"data": {"cpu": "0.5"}, "spec": {"replicas": 2, "limits": {"x": "1000m"}}});
-        quantities(&mut cm).unwrap();
+        quantities("apps", "Deployment", &mut cm).unwrap();
         assert_eq!(cm["data"]["cpu"], "0.5");
         assert_eq!(cm["spec"]["limits"]["x"], "1000m");
+        // A CRD whose schema has properties of those names (as any CRD
+        // embedding a pod spec does) is no pod template.
+        let schema = json!({"properties": {
+            "emptyDir": {"properties": {"sizeLimit": {"x-kubernetes-int-or-string": true}}},
+            "overhead": {"type": "object", "additionalProperties": {"type": "string"}},
+            "resources": {"limits": {"type": "object"}}
+        }});
+        let mut crd =
+            json!({"spec": {"versions": [{"schema": {"openAPIV3Schema": schema.clone()}}]}});
+        quantities("apiextensions.k8s.io", "CustomResourceDefinition", &mut crd).unwrap();
+        assert_eq!(
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            schema
+        );
     }
 
     #[test]
@@ -148,6 +172,9 @@ mod tests {
     fn a_value_that_is_no_quantity_is_refused() {
         let mut d = json!({"spec": {"template": {"spec": {"containers": [
             {"name": "c", "resources": {"limits": {"memory": "1 gig"}}}]}}}});
-        assert_eq!(quantities(&mut d), Err(QuantityError::Format));
+        assert_eq!(
+            quantities("apps", "Deployment", &mut d),
+            Err(QuantityError::Format)
+        );
     }
 }

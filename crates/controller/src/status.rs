@@ -23,8 +23,7 @@ use flotilla_api::condition::{self, ConditionUpdate, set_condition};
 use flotilla_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use flotilla_api::k8s_openapi::jiff::Timestamp;
 use flotilla_api::{
-    Bundle, BundleState, BundleSummary, Cluster, ClusterGroup, GitRepo, HelmOp,
-    cluster::MAX_NON_READY_CLUSTERS,
+    Bundle, BundleState, BundleSummary, Cluster, ClusterGroup, cluster::MAX_NON_READY_CLUSTERS,
 };
 use flotilla_targeting::ObjectKey;
 use kube::api::{Api, Patch, PatchParams};
@@ -508,15 +507,34 @@ async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         message: &old.display.message,
         generation: repo.metadata.generation,
     };
-    let Some(status) = owner_status(ctx, view, &bundles, rollup(ctx, &bundles)) else {
+    write_owner(ctx, key, "GitRepo", &*repo, view, &bundles).await
+}
+
+/// Applies an owner's status fields when they changed, then publishes an
+/// Event when a Bundle problem newly stalls it.
+async fn write_owner<K>(
+    ctx: &Context,
+    key: &ObjectKey,
+    kind: &'static str,
+    owner: &K,
+    view: Owner<'_>,
+    bundles: &[ObjectKey],
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let old_conditions = view.conditions;
+    let Some(status) = owner_status(ctx, view, bundles, rollup(ctx, bundles)) else {
         return Ok(());
     };
-    let blocked = bundle_problem_event(&old.conditions, &status);
-    apply_status::<GitRepo>(ctx, key, "GitRepo", status, STATUS_FIELD_MANAGER).await?;
+    let blocked = bundle_problem_event(old_conditions, &status);
+    apply_status::<K>(ctx, key, kind, status, STATUS_FIELD_MANAGER).await?;
     if let Some((reason, message)) = blocked {
-        use kube::Resource;
         ctx.events
-            .warning(&repo.object_ref(&()), reason, &message)
+            .warning(&owner.object_ref(&()), reason, &message)
             .await;
     }
     Ok(())
@@ -526,11 +544,6 @@ async fn gitrepo(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
 /// deployments the API refused), for its Event; the owner's controller
 /// publishes its own failures.
 fn bundle_problem_event(old: &[Condition], new: &Value) -> Option<(&'static str, String)> {
-    let stalled = |reason: &str, message: &str| (reason.to_owned(), message.to_owned());
-    let before = old
-        .iter()
-        .find(|c| c.type_ == condition::STALLED && c.status == "True")
-        .map(|c| stalled(&c.reason, &c.message));
     let now = new["conditions"]
         .as_array()?
         .iter()
@@ -541,7 +554,13 @@ fn bundle_problem_event(old: &[Condition], new: &Value) -> Option<(&'static str,
         "DeploymentWriteFailed" => "DeploymentWriteFailed",
         _ => return None,
     };
-    (before != Some(stalled(reason, message))).then(|| (reason, message.to_owned()))
+    let seen = old.iter().any(|c| {
+        c.type_ == condition::STALLED
+            && c.status == "True"
+            && c.reason == reason
+            && c.message == message
+    });
+    (!seen).then(|| (reason, message.to_owned()))
 }
 
 /// A HelmOp's one Bundle has its name.
@@ -569,8 +588,5 @@ async fn helmop(ctx: &Context, key: &ObjectKey) -> Result<(), Error> {
         message: &old.display.message,
         generation: op.metadata.generation,
     };
-    let Some(status) = owner_status(ctx, view, &bundles, rollup(ctx, &bundles)) else {
-        return Ok(());
-    };
-    apply_status::<HelmOp>(ctx, key, "HelmOp", status, STATUS_FIELD_MANAGER).await
+    write_owner(ctx, key, "HelmOp", &*op, view, &bundles).await
 }
